@@ -1,0 +1,60 @@
+"""
+A fast, typed asyncio client for listing Huawei Cloud IEF batch jobs.
+
+Example::
+
+    async with IefClient(endpoint, auth=TokenAuth(token)) as ief:
+        async for job in ief.iter_jobs(project_id):
+            print(job.job_name, job.status)
+"""
+
+from __future__ import annotations
+
+from .auth import Auth, RefreshableAuth, TokenAuth
+from .client import IefClient
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    DecodeError,
+    IefError,
+    NotFoundError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
+from .models import BatchJob, JobPage, JobStatus, JobType, Progress, SortOrder
+from .pagination import JobCountChanged
+from .retry import NO_RETRIES, RetryPolicy
+
+__all__ = [
+    "NO_RETRIES",
+    "ApiError",
+    "Auth",
+    "AuthenticationError",
+    "BatchJob",
+    "DecodeError",
+    "IefClient",
+    "IefError",
+    "JobCountChanged",
+    "JobPage",
+    "JobStatus",
+    "JobType",
+    "NotFoundError",
+    "Progress",
+    "RefreshableAuth",
+    "RetryPolicy",
+    "ServerError",
+    "SortOrder",
+    "ThrottledError",
+    "TokenAuth",
+    "TransportError",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 (only when asked)
+
+        return version("ief-jobs")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,90 @@
+"""
+Many projects' walks at once, merged into one stream of pages as they arrive.
+
+Each project's walk runs in its own task inside one `asyncio.TaskGroup`, owned
+by a runner task rather than by the consumer: an async generator must not yield
+from inside a task group (a failing child would cancel whatever the consumer
+awaits next). Pages meet in one bounded queue, so a consumer that stops reading
+stops the walks once it is full; closing the stream cancels the runner, and with
+it every request in flight, before `aclose` returns.
+
+No HTTP here: the walks are given as a function of the project id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import attrs
+
+from .models import JobPage
+
+__all__ = ["merge_walks"]
+
+
+@attrs.frozen
+class _Finished:
+    project_id: str
+    error: Exception | None = None
+
+
+async def merge_walks(
+    project_ids: Sequence[str],
+    walk: Callable[[str], AsyncIterator[JobPage]],
+    *,
+    collect_errors: bool = False,
+    buffer: int = 32,
+) -> AsyncIterator[JobPage]:
+    """
+    Run ``walk(project_id)`` for every project at once; yield pages as they arrive.
+
+    Each project's pages keep their order. The first failure is raised at once
+    (the other walks are cancelled) unless *collect_errors*, in which case the
+    others finish and all failures are raised at the end as one `ExceptionGroup`.
+    """
+    queue: asyncio.Queue[JobPage | _Finished] = asyncio.Queue(max(buffer, 1))
+
+    async def run_one(project_id: str) -> None:
+        pages = walk(project_id)
+        try:
+            async for page in pages:
+                await queue.put(page)
+        except Exception as exc:  # noqa: BLE001 (handed to the consumer, who raises it)
+            await queue.put(_Finished(project_id, exc))
+        else:
+            await queue.put(_Finished(project_id))
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+
+    async def run_all() -> None:
+        async with asyncio.TaskGroup() as group:
+            for project_id in project_ids:
+                group.create_task(
+                    run_one(project_id), name=f"ief-jobs walk {project_id}"
+                )
+
+    runner = asyncio.create_task(run_all(), name="ief-jobs fan-out")
+    failures: list[Exception] = []
+    try:
+        remaining = len(project_ids)
+        while remaining:
+            item = await queue.get()
+            if isinstance(item, JobPage):
+                yield item
+                continue
+            remaining -= 1
+            if item.error is None:
+                continue
+            if not collect_errors:
+                raise item.error
+            failures.append(item.error)
+        if failures:
+            msg = f"{len(failures)} of {len(project_ids)} projects failed"
+            raise ExceptionGroup(msg, failures)
+    finally:
+        runner.cancel()
+        # wait(), not await: our own cancellation must not be mistaken for the runner's
+        await asyncio.wait([runner])
+        if not runner.cancelled() and (error := runner.exception()) is not None:
+            raise error

@@ -1,0 +1,257 @@
+"""
+The page walk for one project, as a function of a ``fetch_page(offset, limit)``
+callable: no HTTP here, so property tests drive it with a fake server.
+
+The walk:
+
+* asks for the first page, learns ``job_count`` (and the server's real page size,
+  if it caps ``limit``), then keeps up to *window* later pages in flight while
+  yielding pages strictly in order;
+* advances by ``offset + len(jobs)``, never ``offset + limit``, and fills in any
+  short page instead of skipping past it;
+* with *max_items*, shrinks the last request so it fetches no record it will not
+  yield; never asks for a page past the end;
+* stops, rather than loops, when a page comes back empty early (jobs deleted);
+* never yields a job twice, even when jobs created meanwhile shift records into
+  pages already read: it remembers the sort key it has reached and the ids at
+  that key, not every id;
+* re-reads the boundary when ``job_count`` drops between two pages, so a job
+  that existed for the whole walk is not skipped because deletions shifted it
+  into a page already read. (Proven for the default newest-first order; with
+  ``created_at:asc`` a deletion can hide behind a creation between two pages.)
+* reports a changed ``job_count`` as `JobCountChanged`, a warning, so a caller
+  can learn it (``warnings.catch_warnings``) or turn it into an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
+
+import attrs
+
+from .models import BatchJob, JobPage, Progress, SortOrder
+
+__all__ = ["FetchPage", "JobCountChanged", "walk_pages"]
+
+FetchPage = Callable[[int, int], Awaitable[JobPage]]
+"""``fetch_page(offset, limit) -> JobPage``: one request of the listing."""
+
+
+class JobCountChanged(UserWarning):
+    """``job_count`` changed during a walk: jobs were created or deleted meanwhile."""
+
+
+class _Seen:
+    """
+    What a walk must remember to never yield a job twice.
+
+    Records come sorted by ``created_at``; a record at or before the key reached
+    so far was yielded already, unless it ties the key and its id is new.
+    """
+
+    __slots__ = ("descending", "ids_at_key", "key")
+
+    def __init__(self, descending: bool | None) -> None:
+        self.descending = descending  # None: not known yet (no sort was asked for)
+        self.key: datetime | None = None
+        self.ids_at_key: set[str] = set()
+
+    def is_seen(self, job: BatchJob) -> bool:
+        """Whether *job* is at or behind the key reached (yielded already)."""
+        if self.key is None or self.descending is None:
+            return False
+        if job.created_at == self.key:
+            return job.job_id in self.ids_at_key
+        return (job.created_at < self.key) != self.descending
+
+    def not_after(self, job: BatchJob, other: BatchJob) -> bool:
+        """Whether *job* sorts before *other*, or ties with it."""
+        if self.descending is None:
+            return True
+        if self.descending:
+            return job.created_at >= other.created_at
+        return job.created_at <= other.created_at
+
+    def fresh(self, jobs: Iterable[BatchJob]) -> list[BatchJob]:
+        out: list[BatchJob] = []
+        for job in jobs:
+            if self.key is not None:
+                if job.created_at == self.key:
+                    if job.job_id in self.ids_at_key:
+                        continue
+                else:
+                    if self.descending is None:
+                        self.descending = job.created_at < self.key
+                    if (job.created_at < self.key) != self.descending:
+                        continue  # behind the key: seen already, or out of order
+                    self.ids_at_key.clear()
+            self.key = job.created_at
+            self.ids_at_key.add(job.job_id)
+            out.append(job)
+        return out
+
+
+def _trim(page: JobPage, limit: int) -> JobPage:
+    # a server that sends more than asked for gets no more room than it was given
+    if len(page.jobs) > limit:
+        return attrs.evolve(page, jobs=page.jobs[:limit])
+    return page
+
+
+async def walk_pages(
+    fetch_page: FetchPage,
+    *,
+    project_id: str,
+    offset: int = 0,
+    page_size: int = 100,
+    max_items: int | None = None,
+    window: int = 1,
+    sort: SortOrder | str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> AsyncIterator[JobPage]:
+    """
+    Yield the pages of one listing in order, fetching up to *window* at once.
+
+    Each yielded page holds only records not yielded before, and its
+    ``next_offset`` is where to resume. Arguments are checked by the caller.
+
+    Example::
+
+        async for page in walk_pages(fetch, project_id="p1", page_size=50, window=8):
+            handle(page.jobs)
+    """
+    want = math.inf if max_items is None else max_items
+    if want <= 0:
+        return
+    seen = _Seen(None if sort is None else sort == SortOrder.CREATED_AT_DESC)
+    delivered = 0
+
+    def deliver(page: JobPage, raw_end: int) -> JobPage:
+        nonlocal delivered
+        fresh = seen.fresh(page.jobs)
+        # duplicates are a prefix: resume points stay exact positions
+        start = raw_end - len(fresh)
+        fresh = fresh[: int(min(len(fresh), want - delivered))]
+        delivered += len(fresh)
+        if on_progress is not None:
+            target = int(min(max(page.job_count - offset, 0), want))
+            on_progress(Progress(project_id, page.job_count, delivered, target))
+        return JobPage(
+            project_id=page.project_id,
+            offset=start,
+            job_count=page.job_count,
+            jobs=tuple(fresh),
+            request_id=page.request_id,
+        )
+
+    first_limit = int(min(page_size, want))
+    page = _trim(await fetch_page(offset, first_limit), first_limit)
+    position, count = page.next_offset, page.job_count
+    yield deliver(page, position)
+    if not page.jobs:
+        return
+    size = page_size
+    if len(page.jobs) < first_limit and position < min(count, offset + want):
+        size = len(page.jobs)  # the server caps limit: plan with what it gives
+
+    pending: deque[tuple[int, int, asyncio.Task[JobPage]]] = deque()
+    scheduled = position
+    try:
+        while delivered < want and position < count:
+            horizon = int(min(count, position + (want - delivered)))
+            scheduled = max(scheduled, position)
+            while len(pending) < window and scheduled < horizon:
+                # only max_items shrinks a request: a full last page also takes in
+                # records that creations pushed past the end meanwhile
+                limit = size if max_items is None else min(size, horizon - scheduled)
+                task = asyncio.ensure_future(fetch_page(scheduled, limit))
+                pending.append((scheduled, limit, task))
+                scheduled += limit
+            if not pending:
+                break
+            page_offset, limit, task = pending.popleft()
+            page = _trim(await task, limit)
+            if not page.jobs:
+                break  # jobs were deleted meanwhile: the end came early
+            if page.job_count != count:
+                warnings.warn(
+                    f"job_count of project {project_id} changed from {count} to "
+                    f"{page.job_count} at offset {page_offset}",
+                    JobCountChanged,
+                    stacklevel=2,
+                )
+                if page.job_count < count:
+                    # deletions may have shifted records into what was read already
+                    missed = await _reread(
+                        fetch_page,
+                        seen,
+                        first=offset,
+                        stop=page_offset,
+                        back=count - page.job_count,
+                        size=size,
+                    )
+                    # only what sorts before this page: the rest of it comes next
+                    missed = [j for j in missed if seen.not_after(j, page.jobs[0])]
+                    if missed:
+                        yield deliver(
+                            attrs.evolve(page, offset=page_offset, jobs=tuple(missed)),
+                            page_offset,
+                        )
+                        if delivered >= want:
+                            return
+            count = page.job_count
+            position = page.next_offset
+            if position < page_offset + limit and position < count:
+                # a short page: fetch the rest of its range before the next one
+                gap = min(size, page_offset + limit - position)
+                size = min(size, len(page.jobs))
+                pending.appendleft(
+                    (position, gap, asyncio.ensure_future(fetch_page(position, gap)))
+                )
+            yield deliver(page, position)
+    finally:
+        await _cancel_all(task for _, _, task in pending)
+
+
+async def _reread(
+    fetch_page: FetchPage, seen: _Seen, *, first: int, stop: int, back: int, size: int
+) -> list[BatchJob]:
+    """
+    Read backwards from *stop* until the records reach one already yielded.
+
+    Starts *back* records early (what ``job_count`` dropped by) and doubles that
+    while even the earliest record re-read is new: more deletions came meanwhile.
+    """
+    while True:
+        start = position = max(first, stop - back)
+        jobs: list[BatchJob] = []
+        while position < stop:
+            page = _trim(await fetch_page(position, min(size, stop - position)), size)
+            if not page.jobs:
+                break
+            jobs.extend(page.jobs)
+            position = page.next_offset
+        if start == first or not jobs or seen.is_seen(jobs[0]):
+            return jobs
+        back *= 2
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage]]) -> None:
+    """Cancel what is still in flight and wait until it is really gone."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    try:
+        # wait() does not raise a task's error; we read each one below
+        await asyncio.wait(tasks)
+    finally:
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # seen: no "exception was never retrieved"

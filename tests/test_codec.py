@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import EXAMPLE, wire_jobs
+from ief_jobs import BatchJob, DecodeError, JobPage, JobStatus, JobType
+from ief_jobs.codec import decode_page
+
+
+def _body(**changes: Any) -> bytes:
+    job = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+    job.update(changes)
+    return orjson.dumps({"job_count": 3, "jobs": [job, job, job]})
+
+
+class TestDocumentedExample:
+    def test_decodes_exactly(self) -> None:
+        """The documented example decodes to its two records, field by field."""
+        page = decode_page(
+            EXAMPLE.read_bytes(), project_id="p1", offset=0, request_id="r-1"
+        )
+
+        assert (
+            JobPage(
+                project_id="p1",
+                offset=0,
+                job_count=2,
+                request_id="r-1",
+                jobs=(
+                    BatchJob(
+                        job_id="66273c66-f72e-4607-8769-3663d255fb83",
+                        job_name="aaa",
+                        job_type=JobType.DEPLOYMENT_DEPLOY,
+                        created_at=datetime(2022, 10, 31, 12, 11, 48, tzinfo=UTC),
+                        status=JobStatus.SUCCESSFUL,
+                        task_total_count=2,
+                        task_success_count=2,
+                        task_failed_count=0,
+                        status_last_updated_at=datetime(
+                            2022, 10, 31, 12, 12, 9, tzinfo=UTC
+                        ),
+                        description="",
+                    ),
+                    BatchJob(
+                        job_id="0a95c8df-eab5-4a8b-a63b-df9f208ad0ce",
+                        job_name="test0929-pm",
+                        job_type=JobType.DEPLOYMENT_DEPLOY,
+                        created_at=datetime(2022, 9, 29, 9, 40, 10, tzinfo=UTC),
+                        status=JobStatus.SUCCESSFUL,
+                        task_total_count=1,
+                        task_success_count=1,
+                        task_failed_count=0,
+                        status_last_updated_at=datetime(
+                            2022, 9, 29, 9, 40, 11, tzinfo=UTC
+                        ),
+                        description="",
+                    ),
+                ),
+            )
+            == page
+        )
+        assert 2 == page.next_offset
+
+    def test_records_are_hashable_and_frozen(self) -> None:
+        """Records are immutable and hashable, so they go in sets and dict keys."""
+        page = decode_page(EXAMPLE.read_bytes(), project_id="p1", offset=0)
+
+        assert 2 == len(set(page.jobs) | set(page.jobs))
+        with pytest.raises(AttributeError):
+            page.jobs[0].status = "Failed"  # type: ignore[misc]
+
+
+class TestTolerance:
+    def test_unknown_fields_are_ignored(self) -> None:
+        """New fields and the older revision's names do not break decoding."""
+        page = decode_page(
+            _body(task_count=9, updated_at=1, brand_new={"x": 1}),
+            project_id="p1",
+            offset=0,
+        )
+
+        assert 3 == len(page.jobs)
+
+    def test_unknown_enum_values_are_kept_as_str(self) -> None:
+        """A job type or status we don't know yet stays a plain string."""
+        job = decode_page(
+            _body(job_type="edge_reboot", status="Rolling_back"),
+            project_id="p1",
+            offset=0,
+        ).jobs[0]
+
+        assert "edge_reboot" == job.job_type
+        assert not isinstance(job.job_type, JobType)
+        assert "Rolling_back" == job.status
+        assert not job.is_final
+
+    def test_known_values_are_enum_members(self) -> None:
+        """Known wire values become enum members that still equal their strings."""
+        job = decode_page(_body(status="Timed_out"), project_id="p", offset=0).jobs[0]
+
+        assert JobStatus.TIMED_OUT is job.status
+        assert "Timed_out" == job.status
+        assert job.is_final
+
+    def test_datetimes_are_aware_utc(self) -> None:
+        """Unix seconds become timezone-aware UTC datetimes."""
+        job = decode_page(_body(created_at=0), project_id="p", offset=0).jobs[0]
+
+        assert datetime(1970, 1, 1, tzinfo=UTC) == job.created_at
+        assert UTC == job.created_at.tzinfo
+
+
+class TestBadBodies:
+    @pytest.mark.parametrize(
+        ("body", "problem"),
+        [
+            (b"<html>502</html>", "not JSON"),
+            (b"", "not JSON"),
+            (b"[]", "expected a JSON object @ $"),
+            (b'{"job_count": 1}', "required field missing @ $.jobs"),
+            (b'{"jobs": []}', "required field missing @ $.job_count"),
+            (
+                b'{"job_count": -1, "jobs": []}',
+                "expected a count, got -1 @ $.job_count",
+            ),
+            (b'{"job_count": "2", "jobs": []}', "expected an integer, got str"),
+            (b'{"job_count": 1, "jobs": {}}', "expected an array, got dict @ $.jobs"),
+            (b'{"job_count": 1, "jobs": [1]}', "@ $.jobs[0]"),
+        ],
+    )
+    def test_shape_errors_name_the_place(self, body: bytes, problem: str) -> None:
+        """A body not of the documented shape raises DecodeError saying where."""
+        with pytest.raises(DecodeError) as info:
+            decode_page(body, project_id="p9", offset=200)
+
+        assert "project p9" in str(info.value)
+        assert "offset 200" in str(info.value)
+        assert problem in str(info.value)
+        assert ("p9", 200) == (info.value.project_id, info.value.offset)
+
+    @pytest.mark.parametrize(
+        ("field", "value", "problem"),
+        [
+            ("created_at", "yesterday", "expected Unix seconds, got str"),
+            ("created_at", True, "expected Unix seconds, got bool"),
+            ("task_total_count", "3", "expected an integer, got str"),
+            ("task_failed_count", 1.5, "expected an integer, got float"),
+            ("job_name", 7, "expected a string, got int"),
+            ("description", None, "expected a string, got NoneType"),
+            ("status", 3, "expected a string, got int"),
+        ],
+    )
+    def test_wrong_types_name_the_path(
+        self, field: str, value: object, problem: str
+    ) -> None:
+        """A record field of the wrong type is refused with its JSON path."""
+        with pytest.raises(DecodeError) as info:
+            decode_page(_body(**{field: value}), project_id="p", offset=0)
+
+        assert f"{problem} @ $.jobs[0].{field}" in info.value.problems
+
+    def test_missing_field_in_a_later_record(self) -> None:
+        """The path names the record's index within the page."""
+        jobs = wire_jobs(5)
+        del jobs[3]["created_at"]
+
+        with pytest.raises(DecodeError) as info:
+            decode_page(
+                orjson.dumps({"job_count": 5, "jobs": jobs}), project_id="p", offset=0
+            )
+
+        assert ("required field missing @ $.jobs[3].created_at",) == info.value.problems
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_record_keys = st.sampled_from(
+    [
+        "job_id",
+        "job_name",
+        "job_type",
+        "created_at",
+        "status",
+        "task_total_count",
+        "task_success_count",
+        "task_failed_count",
+        "status_last_updated_at",
+        "description",
+    ]
+)
+
+
+class TestFuzz:
+    @given(body=st.binary(max_size=200))
+    def test_random_bytes(self, body: bytes) -> None:
+        """Any bytes decode to a JobPage or raise DecodeError, never anything else."""
+        try:
+            page = decode_page(body, project_id="p", offset=0)
+        except DecodeError:
+            return
+        assert isinstance(page, JobPage)
+
+    @given(
+        count=_json,
+        records=st.lists(st.dictionaries(_record_keys, _json), max_size=3),
+        mutate=st.booleans(),
+    )
+    def test_random_json(self, count: object, records: list[Any], mutate: bool) -> None:
+        """Random JSON of roughly the right shape decodes or raises DecodeError."""
+        base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        jobs = [{**base, **r} if mutate else r for r in records]
+        body = orjson.dumps({"job_count": count, "jobs": jobs})
+        try:
+            page = decode_page(body, project_id="p", offset=0)
+        except DecodeError as exc:
+            assert exc.problems
+            return
+        assert len(records) == len(page.jobs)

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ief_jobs import BatchJob, JobPage, JobStatus, JobType, Progress
+from ief_jobs.pagination import walk_pages
+
+_T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _job(index: int) -> BatchJob:
+    created = _T0 - timedelta(seconds=index)  # newest first, as the server sorts
+    return BatchJob(
+        job_id=f"job-{index}",
+        job_name=f"name-{index}",
+        job_type=JobType.NODE_UPGRADE,
+        created_at=created,
+        status=JobStatus.SUCCESSFUL,
+        task_total_count=1,
+        task_success_count=1,
+        task_failed_count=0,
+        status_last_updated_at=created,
+        description="",
+    )
+
+
+class FakeServer:
+    """A sans-I/O list endpoint: *total* jobs, a page cap, a record of requests."""
+
+    def __init__(self, total: int, cap: int | None = None, delay: float = 0.0) -> None:
+        self.jobs = [_job(i) for i in range(total)]
+        self.cap = cap
+        self.delay = delay
+        self.requests: list[tuple[int, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def fetch(self, offset: int, limit: int) -> JobPage:
+        self.requests.append((offset, limit))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        size = limit if self.cap is None else min(limit, self.cap)
+        return JobPage(
+            project_id="p",
+            offset=offset,
+            job_count=len(self.jobs),
+            jobs=tuple(self.jobs[offset : offset + size]),
+        )
+
+
+async def _walk(server: FakeServer, **kwargs: object) -> list[JobPage]:
+    return [p async for p in walk_pages(server.fetch, project_id="p", **kwargs)]  # type: ignore[arg-type]
+
+
+class TestWalk:
+    @given(
+        total=st.integers(0, 2000),
+        cap=st.integers(1, 500),
+        size=st.integers(1, 1000),
+        offset=st.integers(0, 2100),
+        max_items=st.none() | st.integers(0, 2100),
+        window=st.integers(1, 40),
+    )
+    async def test_every_job_exactly_once(
+        self,
+        total: int,
+        cap: int,
+        size: int,
+        offset: int,
+        max_items: int | None,
+        window: int,
+    ) -> None:
+        """Whatever the cap, page size, offset and max_items: each record once, in
+        order, with the fewest requests, none past the end."""
+        server = FakeServer(total, cap)
+
+        pages = await _walk(
+            server, offset=offset, page_size=size, max_items=max_items, window=window
+        )
+
+        stop = total if max_items is None else min(total, offset + max_items)
+        expected = server.jobs[offset:stop]
+        assert expected == [j for p in pages for j in p.jobs]
+        wanted = max(stop - offset, 0)
+        fewest = 0 if max_items == 0 else max(1, math.ceil(wanted / min(size, cap)))
+        assert fewest == len(server.requests)
+        assert all(o <= max(total, offset) for o, _ in server.requests)
+        if max_items is not None:  # fetches no record it will not yield
+            assert sum(min(limit, cap) for _, limit in server.requests) <= max_items
+
+    async def test_resume_from_next_offset(self) -> None:
+        """A listing resumed at page.next_offset continues exactly."""
+        server = FakeServer(250)
+        first = await _walk(server, page_size=100, max_items=130)
+        resume = first[-1].next_offset
+
+        rest = await _walk(server, page_size=100, offset=resume)
+
+        assert server.jobs == [j for p in first + rest for j in p.jobs]
+
+    async def test_pages_in_flight_are_bounded_and_ordered(self) -> None:
+        """Later pages are fetched concurrently, within the window, yielded in order."""
+        server = FakeServer(1000, delay=0.001)
+
+        pages = await _walk(server, page_size=10, window=8)
+
+        assert 8 == server.max_in_flight
+        assert [p.offset for p in pages] == list(range(0, 1000, 10))
+
+    async def test_empty_page_before_the_end_stops(self) -> None:
+        """A page that comes back empty early ends the walk instead of looping."""
+        server = FakeServer(100)
+
+        async def shrinking(offset: int, limit: int) -> JobPage:
+            page = await server.fetch(offset, limit)
+            if offset >= 30:
+                return JobPage(project_id="p", offset=offset, job_count=100, jobs=())
+            return page
+
+        pages = [p async for p in walk_pages(shrinking, project_id="p", page_size=10)]
+
+        assert 30 == sum(len(p.jobs) for p in pages)
+
+    async def test_more_records_than_asked_are_trimmed(self) -> None:
+        """A server that sends more than limit yields no more than limit, nor twice."""
+        server = FakeServer(50)
+
+        async def generous(offset: int, limit: int) -> JobPage:
+            return await server.fetch(offset, limit + 5)
+
+        pages = [
+            p
+            async for p in walk_pages(
+                generous, project_id="p", page_size=10, max_items=25
+            )
+        ]
+
+        assert server.jobs[:25] == [j for p in pages for j in p.jobs]
+
+    async def test_break_cancels_pages_in_flight(self) -> None:
+        """Closing the walk early cancels the prefetched pages at once."""
+        server = FakeServer(1000, delay=0.05)
+        walk = walk_pages(server.fetch, project_id="p", page_size=10, window=8)
+
+        first = await anext(walk)
+        await anext(walk)  # the window is now in flight
+        await walk.aclose()  # type: ignore[attr-defined]
+
+        assert 10 == len(first.jobs)
+        assert 0 == server.in_flight
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert [] == pending
+
+    async def test_progress_reports_total_and_delivered(self) -> None:
+        """on_progress hears the total and the running count after each page."""
+        seen: list[Progress] = []
+        server = FakeServer(25)
+
+        await _walk(server, page_size=10, on_progress=seen.append)
+
+        assert [(25, 10), (25, 20), (25, 25)] == [
+            (p.job_count, p.delivered) for p in seen
+        ]
+
+
+class TestDrift:
+    async def test_creations_never_yield_a_job_twice(self) -> None:
+        """Jobs created at the front while listing shift records; none comes twice."""
+        server = FakeServer(100)
+        created = 0
+
+        async def growing(offset: int, limit: int) -> JobPage:
+            nonlocal created
+            created += 1
+            server.jobs.insert(0, _job(-created))  # a newer job at the front
+            return await server.fetch(offset, limit)
+
+        with pytest.warns(UserWarning, match="job_count"):
+            jobs = [
+                j
+                for p in [
+                    p async for p in walk_pages(growing, project_id="p", page_size=10)
+                ]
+                for j in p.jobs
+            ]
+
+        ids = [j.job_id for j in jobs]
+        assert len(ids) == len(set(ids))
+        assert {f"job-{i}" for i in range(100)} <= set(ids)
+
+    async def test_deletions_never_skip_a_job(self) -> None:
+        """Jobs deleted from pages already read shift records back; none is skipped."""
+        server = FakeServer(100)
+        deleted: set[str] = set()
+
+        async def shrinking(offset: int, limit: int) -> JobPage:
+            if offset and len(server.jobs) > 60:
+                gone = server.jobs.pop(offset // 2)  # a job already listed
+                deleted.add(gone.job_id)
+            return await server.fetch(offset, limit)
+
+        with pytest.warns(UserWarning, match="job_count"):
+            jobs = [
+                j
+                for p in [
+                    p async for p in walk_pages(shrinking, project_id="p", page_size=10)
+                ]
+                for j in p.jobs
+            ]
+
+        ids = [j.job_id for j in jobs]
+        assert len(ids) == len(set(ids))
+        survivors = {j.job_id for j in server.jobs}
+        assert survivors <= set(ids)

@@ -1,0 +1,38 @@
+"""Checked by mypy --strict, never run: the public API's types as users see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_type
+
+from ief_jobs import (
+    BatchJob,
+    IefClient,
+    JobPage,
+    JobStatus,
+    JobType,
+    SortOrder,
+    ThrottledError,
+    TokenAuth,
+)
+
+
+async def use_api(token: str) -> None:
+    async with IefClient("https://ief.example.com", auth=TokenAuth(token)) as ief:
+        assert_type(ief, IefClient)
+        async for job in ief.iter_jobs("p1", job_type=JobType.NODE_UPGRADE):
+            assert_type(job, BatchJob)
+            assert_type(job.created_at, datetime)
+            assert_type(job.status, JobStatus | str)
+        async for page in ief.iter_pages("p1", sort=SortOrder.CREATED_AT_ASC):
+            assert_type(page, JobPage)
+            assert_type(page.next_offset, int)
+        async for project_id, job in ief.iter_jobs_many(["p1", "p2"], errors="collect"):
+            assert_type(project_id, str)
+            assert_type(job, BatchJob)
+        assert_type(await ief.list_jobs("p1"), list[BatchJob])
+        assert_type(await ief.count_jobs("p1"), int)
+    try:
+        pass
+    except ThrottledError as exc:
+        assert_type(exc.retry_after, float | None)
