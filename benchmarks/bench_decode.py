@@ -1,0 +1,83 @@
+"""
+Decode the same pre-serialised pages three ways and print time per record.
+
+    python benchmarks/bench_decode.py [--records 100000] [--page-size 100]
+
+Baselines, in one run on the same bytes: ``json.loads`` into dicts and
+``orjson.loads`` into dicts (the floor); ours decodes into `JobPage`s of typed,
+validated `BatchJob` records. Prints our ratio to each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import orjson
+
+from ief_jobs.codec import decode_page
+from ief_jobs.emulator import generate_jobs
+
+
+def _pages(records: int, page_size: int) -> list[bytes]:
+    jobs = generate_jobs("bench-project", records, seed=7)
+    return [
+        orjson.dumps({"job_count": records, "jobs": jobs[i : i + page_size]})
+        for i in range(0, records, page_size)
+    ]
+
+
+def _best_of(repeats: int, run: Callable[[], int]) -> tuple[float, int]:
+    best, count = float("inf"), 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = run()
+        best = min(best, time.perf_counter() - start)
+    return best, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    pages = _pages(args.records, args.page_size)
+
+    def with_json() -> int:
+        return sum(len(json.loads(p)["jobs"]) for p in pages)
+
+    def with_orjson() -> int:
+        return sum(len(orjson.loads(p)["jobs"]) for p in pages)
+
+    def with_ief_jobs() -> int:
+        return sum(
+            len(decode_page(p, project_id="p", offset=i).jobs)
+            for i, p in enumerate(pages)
+        )
+
+    results = {
+        name: _best_of(args.repeats, run)
+        for name, run in [
+            ("json.loads -> dicts", with_json),
+            ("orjson.loads -> dicts", with_orjson),
+            ("ief_jobs.decode_page -> JobPage", with_ief_jobs),
+        ]
+    }
+    ours, _ = results["ief_jobs.decode_page -> JobPage"]
+    print(
+        f"{args.records:,} records in pages of {args.page_size}, best of {args.repeats}"
+    )
+    for name, (seconds, count) in results.items():
+        if count != args.records:
+            raise SystemExit(f"{name} decoded {count} records, not {args.records}")
+        per_record = seconds / count * 1e9
+        print(f"  {name:34} {seconds * 1e3:8.1f} ms  {per_record:7.0f} ns/record")
+    for name in ("json.loads -> dicts", "orjson.loads -> dicts"):
+        print(f"  ours / {name}: {ours / results[name][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

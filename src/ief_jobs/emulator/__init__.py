@@ -1,0 +1,166 @@
+"""
+A local IEF server for the demo, the tests and the benchmarks.
+
+It serves ``GET /v2/{project_id}/productmgr/jobs`` as the API reference describes
+(job type filter, both sort orders, offset/limit, ``job_count``, ``X-Request-Id``,
+IEF's error bodies) over seeded, deterministic data, and misbehaves on request
+(`Faults`). It imports only `ief_jobs.models` from the library, never the client.
+
+Example::
+
+    async with Emulator(projects=3, jobs=500) as emulator:
+        async with IefClient(emulator.base_url, auth=TokenAuth(emulator.token)) as ief:
+            jobs = await ief.list_jobs(emulator.project_ids[0])
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from ._app import DEFAULT_LIMIT, MAX_LIMIT, EmulatorApp, ProjectJobs
+from ._data import generate_jobs
+from ._faults import Faults, Stats
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "Emulator",
+    "Faults",
+    "Stats",
+    "generate_jobs",
+    "project_ids_for",
+]
+
+
+def project_ids_for(count: int, *, seed: int = 0) -> list[str]:
+    """*count* project ids shaped like Huawei Cloud's (32 hex digits), per seed."""
+    return [f"{seed:08x}{index:024x}" for index in range(count)]
+
+
+class Emulator:
+    """
+    An IEF emulator on ``127.0.0.1``, as an async context manager.
+
+    Args:
+        projects: How many projects to make, or their ids.
+        jobs: Jobs per project, or a mapping of project id to its number of jobs.
+        seed: Seeds the data and the faults' dice.
+        token: The ``X-Auth-Token`` it accepts (a random one if not given).
+        faults: How to misbehave; change ``emulator.faults`` at any time.
+        host: Loopback only: tests and the demo never listen elsewhere.
+        port: 0 picks a free port.
+    """
+
+    __slots__ = ("_app", "_port", "_runner", "_site", "host", "port_wanted")
+
+    def __init__(
+        self,
+        *,
+        projects: int | Sequence[str] = 3,
+        jobs: int | Mapping[str, int] = 250,
+        seed: int = 0,
+        token: str | None = None,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        ids = (
+            project_ids_for(projects, seed=seed)
+            if isinstance(projects, int)
+            else list(projects)
+        )
+        counts = jobs if isinstance(jobs, Mapping) else dict.fromkeys(ids, jobs)
+        data = {
+            pid: ProjectJobs(generate_jobs(pid, counts.get(pid, 0), seed=seed))
+            for pid in ids
+        }
+        self._app = EmulatorApp(
+            data,
+            token=token if token is not None else secrets.token_urlsafe(24),
+            faults=faults if faults is not None else Faults(),
+            seed=seed,
+        )
+        self.host = host
+        self.port_wanted = port
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port: int | None = None
+
+    @property
+    def token(self) -> str:
+        """The token the emulator accepts as ``X-Auth-Token``."""
+        return self._app.token
+
+    @property
+    def project_ids(self) -> list[str]:
+        """The projects it serves, in the order they were made."""
+        return list(self._app.projects)
+
+    @property
+    def faults(self) -> Faults:
+        """The knobs in force; change them while it runs."""
+        return self._app.faults
+
+    @property
+    def stats(self) -> Stats:
+        """Counters of what it served."""
+        return self._app.stats
+
+    @property
+    def base_url(self) -> str:
+        """Where it listens, such as ``http://127.0.0.1:41234``."""
+        if self._port is None:
+            msg = "the emulator is not started"
+            raise RuntimeError(msg)
+        return f"http://{self.host}:{self._port}"
+
+    def jobs(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's current jobs as wire records, oldest first (a live view)."""
+        return self._app.projects[project_id].jobs
+
+    def info(self) -> dict[str, Any]:
+        """What a script needs to use it: base URL, token and project ids."""
+        return {
+            "base_url": self.base_url,
+            "token": self.token,
+            "project_ids": self.project_ids,
+        }
+
+    async def start(self) -> None:
+        """Start listening; the port is known afterwards."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self._app.build(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self.host, self.port_wanted, reuse_address=sys.platform != "win32"
+        )
+        await site.start()
+        server = site._server  # noqa: SLF001 (aiohttp offers no public way to the bound port)
+        assert server is not None  # noqa: S101 (started just above)
+        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self._site = runner, site
+
+    async def aclose(self) -> None:
+        """Stop listening and drop open connections. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,250 @@
+"""
+The emulator's aiohttp.web routes: IEF's list call, its errors and its faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from ief_jobs.models import JobType, SortOrder
+
+from ._data import make_job
+from ._faults import Faults, Stats, TokenBucket, roll
+
+MAX_LIMIT: Final = 1000  # other IEF list calls accept 1..1000; the docs say none here
+DEFAULT_LIMIT: Final = 10  # undocumented; the usual Huawei Cloud default
+_JOB_TYPES: Final = frozenset(t.value for t in JobType)
+_SORTS: Final = frozenset(s.value for s in SortOrder)
+_SERVER_ERRORS: Final = (500, 502, 503, 504)
+_JSON: Final = "application/json"
+
+
+class ProjectJobs:
+    """One project's jobs, oldest first, with the filtered views cached."""
+
+    __slots__ = ("_by_type", "_next_created", "jobs")
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self._by_type: dict[str, list[dict[str, Any]]] = {}
+        self._next_created = (jobs[-1]["created_at"] + 1) if jobs else 1_700_000_000
+
+    def matching(self, job_type: str | None) -> list[dict[str, Any]]:
+        """The jobs of *job_type* (all of them for None), oldest first."""
+        if job_type is None:
+            return self.jobs
+        if job_type not in self._by_type:
+            self._by_type[job_type] = [
+                j for j in self.jobs if j["job_type"] == job_type
+            ]
+        return self._by_type[job_type]
+
+    def create(self, rng: random.Random) -> dict[str, Any]:
+        """Add a new job, newer than every other."""
+        job = make_job(rng, self._next_created)
+        self._next_created += 1
+        self.jobs.append(job)
+        self._by_type.clear()
+        return job
+
+    def delete(self, rng: random.Random) -> dict[str, Any] | None:
+        """Remove one job drawn at random."""
+        if not self.jobs:
+            return None
+        job = self.jobs.pop(rng.randrange(len(self.jobs)))
+        self._by_type.clear()
+        return job
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    """An IEF-shaped error answer."""
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error_code": code, "error_msg": message}),
+        content_type=_JSON,
+    )
+
+
+class EmulatorApp:
+    """The state behind the routes: data, token, knobs, counters."""
+
+    def __init__(
+        self,
+        projects: dict[str, ProjectJobs],
+        *,
+        token: str,
+        faults: Faults,
+        seed: int,
+    ) -> None:
+        self.projects = projects
+        self.token = token
+        self.faults = faults
+        self.stats = Stats()
+        self.rng = random.Random(seed)
+        self._bucket: TokenBucket | None = None
+        self._bucket_key: tuple[float, int] | None = None
+
+    def build(self) -> web.Application:
+        """The aiohttp application serving the list call."""
+        app = web.Application(middlewares=[self._count, self._request_id])
+        app.router.add_get("/v2/{project_id}/productmgr/jobs", self.list_jobs)
+        return app
+
+    @web.middleware
+    async def _request_id(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        request_id = uuid.uuid4().hex
+        request["request_id"] = request_id
+        try:
+            response = await handler(request)
+        except web.HTTPNotFound:
+            response = error_response(404, "APIGW.0101", "The API does not exist")
+        except web.HTTPMethodNotAllowed:
+            response = error_response(404, "APIGW.0101", "The API does not exist")
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        return response
+
+    @web.middleware
+    async def _count(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            response = await handler(request)
+        finally:
+            stats.in_flight -= 1
+        stats.statuses[response.status] += 1
+        return response
+
+    def _throttled(self) -> bool:
+        faults = self.faults
+        if roll(self.rng, faults.throttled_rate):
+            return True
+        if faults.throttle_rate is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        key = (faults.throttle_rate, faults.throttle_burst)
+        if self._bucket is None or self._bucket_key != key:
+            self._bucket = TokenBucket(faults.throttle_rate, faults.throttle_burst, now)
+            self._bucket_key = key
+        return not self._bucket.take(now)
+
+    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
+        faults = self.faults
+        if request.headers.get("X-Auth-Token") != self.token:
+            return error_response(
+                401, "APIG.0301", "Incorrect IAM authentication information"
+            )
+        project_id = request.match_info["project_id"]
+        project = self.projects.get(project_id)
+        if project is None:
+            # a real token is scoped to one project; any other is refused this way
+            return error_response(400, "IEF.011005", "Authentication failed")
+        self.stats.requests_by_project[project_id] += 1
+        if faults.latency or faults.latency_jitter:
+            await asyncio.sleep(
+                faults.latency + self.rng.uniform(0, faults.latency_jitter)
+            )
+        if self._throttled():
+            self.stats.faults["throttled"] += 1
+            response = error_response(
+                429,
+                "APIG.0308",
+                "The throttling threshold has been reached: "
+                "policy user over ratelimit,limit:200,time:1 second",
+            )
+            if faults.retry_after is not None:
+                response.headers["Retry-After"] = faults.retry_after
+            return response
+        if roll(self.rng, faults.server_error_rate):
+            self.stats.faults["server_error"] += 1
+            return error_response(
+                self.rng.choice(_SERVER_ERRORS), "IEF.000001", "Internal server error"
+            )
+        if roll(self.rng, faults.drop_rate):
+            self.stats.faults["dropped"] += 1
+            return await _drop(request)
+
+        query = request.query
+        job_type = query.get("job_type")
+        if job_type is not None and job_type not in _JOB_TYPES:
+            return error_response(400, "IEF.100001", "Invalid job_type")
+        sort = query.get("sort", SortOrder.CREATED_AT_DESC.value)
+        if sort not in _SORTS:
+            return error_response(400, "IEF.100001", "Invalid sort")
+        offset = _int_param(query.get("offset", "0"))
+        if offset is None or offset < 0:
+            return error_response(400, "IEF.100004", "offset out of range")
+        limit = _int_param(query.get("limit", str(DEFAULT_LIMIT)))
+        if limit is None or not 1 <= limit <= MAX_LIMIT:
+            return error_response(400, "IEF.100005", "limit out of range")
+        if faults.page_cap is not None:
+            limit = min(limit, faults.page_cap)
+
+        for _ in range(faults.creates_per_request):
+            project.create(self.rng)
+        for _ in range(faults.deletes_per_request):
+            project.delete(self.rng)
+        matching = project.matching(job_type)
+        total = len(matching)
+        if sort == SortOrder.CREATED_AT_ASC:
+            page = matching[offset : offset + limit]
+        else:
+            stop = max(total - offset, 0)
+            page = matching[max(stop - limit, 0) : stop][::-1]
+        body = orjson.dumps({"job_count": total, "jobs": page})
+
+        if roll(self.rng, faults.bad_body_rate):
+            self.stats.faults["bad_body"] += 1
+            return web.Response(
+                body=b"<html><body>502 Bad Gateway</body></html>",
+                content_type="text/html",
+            )
+        if roll(self.rng, faults.truncate_rate):
+            self.stats.faults["truncated"] += 1
+            return await _truncate(request, body)
+        return web.Response(body=body, content_type=_JSON)
+
+
+def _int_param(text: str) -> int | None:
+    # int() would take " 1", "+1" and "1_0"; IEF takes digits only
+    return int(text) if text.isdigit() else None
+
+
+async def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection before any answer, as a dying backend does."""
+    if request.transport is not None:
+        request.transport.close()
+    # aiohttp needs a response object; the closed transport means none is sent
+    return web.Response(status=499)
+
+
+async def _truncate(request: web.Request, body: bytes) -> web.StreamResponse:
+    """Promise the whole body, send half, then close the connection."""
+    response = web.StreamResponse(
+        status=200, headers={"X-Request-Id": request["request_id"]}
+    )
+    response.content_type = _JSON
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
