@@ -22,7 +22,7 @@ MAX_LIMIT: Final = 1000  # other IEF list calls accept 1..1000; the docs say non
 DEFAULT_LIMIT: Final = 10  # undocumented; the usual Huawei Cloud default
 _JOB_TYPES: Final = frozenset(t.value for t in JobType)
 _SORTS: Final = frozenset(s.value for s in SortOrder)
-_SERVER_ERRORS: Final = (500, 502, 503, 504)
+_SERVER_ERRORS: Final = (502, 503, 504)  # the temporary kind a gateway sends
 _JSON: Final = "application/json"
 
 

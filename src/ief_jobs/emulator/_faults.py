@@ -28,7 +28,7 @@ class Faults:
         throttle_burst: The bucket's size.
         throttled_rate: Fraction answered 429 regardless of the bucket.
         retry_after: The ``Retry-After`` header a 429 carries (None: no header).
-        server_error_rate: Fraction answered 500/502/503/504.
+        server_error_rate: Fraction answered 502, 503 or 504.
         drop_rate: Fraction whose connection is closed before any answer.
         truncate_rate: Fraction whose body is cut short (the connection closes
             before ``Content-Length`` bytes were sent).

@@ -1,0 +1,363 @@
+"""
+The ``ief-jobs`` command: ``demo``, ``list``, ``count`` and ``emulator``.
+
+Needs the ``cli`` extra (click for the commands, rich for tables and progress).
+Credentials come from the environment (``IEF_TOKEN``), never from arguments
+that would show in ``ps``. Errors end in one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from . import IefClient, IefError, JobType, SortOrder, TokenAuth
+from .emulator import Emulator, Faults
+from .models import BatchJob
+from .models import Progress as ListingProgress
+
+T = TypeVar("T")
+
+_JOB_TYPES = [t.value for t in JobType]
+_SORTS = [s.value for s in SortOrder]
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run *coro*; an IefError becomes one line on stderr and exit code 1."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except IefError as exc:
+        click.echo(f"ief-jobs: error: {exc}", err=True)
+        sys.exit(1)
+    except ExceptionGroup as group:  # errors="collect": one line each
+        for error in group.exceptions:
+            click.echo(f"ief-jobs: error: {error}", err=True)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _progress_bar(
+    console: Console, *, enabled: bool
+) -> Iterator[Callable[[ListingProgress], None] | None]:
+    """A rich progress bar fed by the walk's on_progress, one row per project."""
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        rows: dict[str, Any] = {}
+
+        def update(progress: ListingProgress) -> None:
+            if progress.project_id not in rows:
+                rows[progress.project_id] = bar.add_task(
+                    progress.project_id[:12], total=None
+                )
+            bar.update(
+                rows[progress.project_id],
+                total=progress.target,
+                completed=progress.delivered,
+            )
+
+        yield update
+
+
+def _jobs_table(jobs: Sequence[tuple[str, BatchJob]], *, title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "project",
+        "created (UTC)",
+        "name",
+        "type",
+        "status",
+        "tasks ok/failed/total",
+    ):
+        table.add_column(column)
+    for project_id, job in jobs:
+        table.add_row(
+            project_id[:12],
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            job.job_name,
+            str(job.job_type),
+            str(job.status),
+            f"{job.task_success_count}/{job.task_failed_count}/{job.task_total_count}",
+        )
+    return table
+
+
+def _job_json(project_id: str, job: BatchJob) -> bytes:
+    return orjson.dumps(
+        {
+            "project_id": project_id,
+            "job_id": job.job_id,
+            "job_name": job.job_name,
+            "job_type": str(job.job_type),
+            "created_at": job.created_at.isoformat(),
+            "status": str(job.status),
+            "task_total_count": job.task_total_count,
+            "task_success_count": job.task_success_count,
+            "task_failed_count": job.task_failed_count,
+            "status_last_updated_at": job.status_last_updated_at.isoformat(),
+            "description": job.description,
+        }
+    )
+
+
+def _summary(
+    console: Console, jobs: list[tuple[str, BatchJob]], seconds: float
+) -> None:
+    by_project = Counter(pid for pid, _ in jobs)
+    by_type = Counter(str(job.job_type) for _, job in jobs)
+    by_status = Counter(str(job.status) for _, job in jobs)
+    console.print(
+        f"\nListed [bold]{len(jobs):,}[/] jobs from {len(by_project)} projects "
+        f"in {seconds:.2f} s ({len(jobs) / max(seconds, 1e-9):,.0f} jobs/s)."
+    )
+    for title, counts in (
+        ("Jobs per project", by_project),
+        ("Jobs per type", by_type),
+        ("Jobs per status", by_status),
+    ):
+        table = Table(title=title)
+        table.add_column(title.split()[-1])
+        table.add_column("jobs", justify="right")
+        for key, count in sorted(counts.items()):
+            table.add_row(key, f"{count:,}")
+        console.print(table)
+    newest = sorted(jobs, key=lambda pair: pair[1].created_at, reverse=True)[:10]
+    console.print(_jobs_table(newest, title="The ten newest jobs"))
+
+
+@click.group()
+@click.version_option(package_name="ief-jobs")
+def main() -> None:
+    """List Huawei Cloud IEF batch jobs, fast."""
+
+
+@main.command()
+@click.option("--projects", default=5, show_default=True, help="Projects to list.")
+@click.option("--jobs", default=2000, show_default=True, help="Jobs per project.")
+@click.option(
+    "--latency", default=0.02, show_default=True, help="Seconds each answer takes."
+)
+def demo(projects: int, jobs: int, latency: float) -> None:
+    """Start a local IEF emulator and list every project's jobs at once."""
+    console = Console()
+
+    async def run() -> None:
+        faults = Faults(latency=latency, latency_jitter=latency / 2)
+        async with Emulator(projects=projects, jobs=jobs, faults=faults) as emulator:
+            console.print(
+                f"IEF emulator at {emulator.base_url} with {projects} projects of "
+                f"{jobs:,} jobs, {latency * 1000:.0f} ms per answer."
+            )
+            started = time.perf_counter()
+            async with IefClient(
+                emulator.base_url, auth=TokenAuth(emulator.token)
+            ) as ief:
+                with _progress_bar(console, enabled=True) as on_progress:
+                    listed = [
+                        pair
+                        async for pair in ief.iter_jobs_many(
+                            emulator.project_ids, on_progress=on_progress
+                        )
+                    ]
+            _summary(console, listed, time.perf_counter() - started)
+            console.print(
+                f"{emulator.stats.requests} requests, at most "
+                f"{emulator.stats.max_in_flight} in flight."
+            )
+
+    _run(run())
+
+
+def _client_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--endpoint", envvar="IEF_ENDPOINT", help="Base URL of IEF."),
+            click.option(
+                "--region", help="Region, e.g. cn-north-4 (instead of --endpoint)."
+            ),
+            click.option("--instance-id", help="ief-instance-id (platinum edition)."),
+            click.option(
+                "--insecure", is_flag=True, help="Do not verify TLS certificates."
+            ),
+            click.argument("project_ids", nargs=-1, required=True),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _make_client(
+    endpoint: str | None, region: str | None, instance_id: str | None, insecure: bool
+) -> IefClient:
+    token = os.environ.get("IEF_TOKEN")
+    if not token:
+        raise click.UsageError(
+            "set IEF_TOKEN to an IAM token (never pass it as an argument)"
+        )
+    if insecure:
+        click.echo("ief-jobs: warning: TLS certificates are not verified", err=True)
+    auth = TokenAuth(token)
+    try:
+        if region:
+            return IefClient.for_region(
+                region, auth=auth, instance_id=instance_id, verify_ssl=not insecure
+            )
+        if not endpoint:
+            raise click.UsageError("give --endpoint (or IEF_ENDPOINT) or --region")
+        return IefClient(
+            endpoint, auth=auth, instance_id=instance_id, verify_ssl=not insecure
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command(name="list")
+@_client_options
+@click.option("--job-type", type=click.Choice(_JOB_TYPES), help="Only this type.")
+@click.option(
+    "--sort", type=click.Choice(_SORTS), help="Order (server default: newest first)."
+)
+@click.option(
+    "--max-items", type=click.IntRange(min=0), help="At most this many per project."
+)
+@click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "jsonl"]),
+    default=None,
+    help="table for people, jsonl for pipes (default: table on a terminal).",
+)
+def list_command(
+    project_ids: tuple[str, ...],
+    endpoint: str | None,
+    region: str | None,
+    instance_id: str | None,
+    insecure: bool,
+    job_type: str | None,
+    sort: str | None,
+    max_items: int | None,
+    page_size: int,
+    output: str | None,
+) -> None:
+    """List the batch jobs of PROJECT_IDS (all at once, each in order)."""
+    output = output or ("table" if sys.stdout.isatty() else "jsonl")
+    client = _make_client(endpoint, region, instance_id, insecure)
+    stderr = Console(stderr=True)
+
+    async def run() -> None:
+        rows: list[tuple[str, BatchJob]] = []
+        async with client as ief:
+            with _progress_bar(stderr, enabled=stderr.is_terminal) as on_progress:
+                try:
+                    async for project_id, job in ief.iter_jobs_many(
+                        project_ids,
+                        job_type=job_type,
+                        sort=sort,
+                        max_items=max_items,
+                        page_size=page_size,
+                        on_progress=on_progress,
+                    ):
+                        if output == "jsonl":
+                            sys.stdout.buffer.write(_job_json(project_id, job) + b"\n")
+                        else:
+                            rows.append((project_id, job))
+                except ValueError as exc:
+                    raise click.UsageError(str(exc)) from None
+        if output == "table":
+            Console().print(_jobs_table(rows, title=f"{len(rows):,} batch jobs"))
+        sys.stdout.flush()
+
+    _run(run())
+
+
+@main.command()
+@_client_options
+@click.option("--job-type", type=click.Choice(_JOB_TYPES), help="Only this type.")
+def count(
+    project_ids: tuple[str, ...],
+    endpoint: str | None,
+    region: str | None,
+    instance_id: str | None,
+    insecure: bool,
+    job_type: str | None,
+) -> None:
+    """Print how many batch jobs each of PROJECT_IDS has (one request each)."""
+    client = _make_client(endpoint, region, instance_id, insecure)
+
+    async def run() -> None:
+        async with client as ief:
+            counts = await asyncio.gather(
+                *(ief.count_jobs(pid, job_type=job_type) for pid in project_ids)
+            )
+        for project_id, total in zip(project_ids, counts, strict=True):
+            click.echo(f"{project_id}\t{total}")
+
+    try:
+        _run(run())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command()
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--projects", default=3, show_default=True)
+@click.option("--jobs", default=250, show_default=True, help="Jobs per project.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--latency", default=0.0, show_default=True, help="Seconds per answer.")
+@click.option("--page-cap", type=click.IntRange(min=1), help="Most records per page.")
+@click.option("--token", envvar="IEF_EMULATOR_TOKEN", help="Token to accept.")
+def emulator(
+    port: int,
+    projects: int,
+    jobs: int,
+    seed: int,
+    latency: float,
+    page_cap: int | None,
+    token: str | None,
+) -> None:
+    """Serve the IEF emulator on 127.0.0.1 until interrupted."""
+
+    async def serve() -> None:
+        faults = Faults(latency=latency, page_cap=page_cap)
+        async with Emulator(
+            projects=projects,
+            jobs=jobs,
+            seed=seed,
+            port=port,
+            token=token,
+            faults=faults,
+        ) as server:
+            info = server.info()
+            # first line for scripts, then the same in words
+            click.echo(json.dumps(info))
+            click.echo(
+                f"IEF emulator at {info['base_url']}\n"
+                f"  export IEF_ENDPOINT={info['base_url']} IEF_TOKEN={info['token']}\n"
+                f"  ief-jobs list {info['project_ids'][0]}\n"
+                f"Projects: {' '.join(info['project_ids'])}\nCtrl-C stops it.",
+            )
+            sys.stdout.flush()
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())

@@ -1,0 +1,124 @@
+"""The ief-jobs command, run against the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from ief_jobs.cli import main
+from ief_jobs.emulator import Emulator
+
+
+@pytest.fixture(name="served", scope="module")
+def _served() -> Iterator[Emulator]:
+    """An emulator on its own loop in a thread: the CLI runs its own asyncio.run."""
+    emulator = Emulator(projects=2, jobs=150, seed=5)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(emulator.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(emulator.aclose())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    started.wait(10)
+    yield emulator
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def _env(emulator: Emulator, **extra: str) -> dict[str, str]:
+    return {"IEF_ENDPOINT": emulator.base_url, "IEF_TOKEN": emulator.token, **extra}
+
+
+class TestList:
+    def test_jsonl(self, served: Emulator) -> None:
+        """--format jsonl prints one JSON object per job, each project in order."""
+        result = CliRunner().invoke(
+            main, ["list", "--format", "jsonl", *served.project_ids], env=_env(served)
+        )
+
+        assert 0 == result.exit_code, result.output
+        rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+        assert 300 == len(rows)
+        for pid in served.project_ids:
+            expected = [j["job_id"] for j in served.jobs(pid)[::-1]]
+            assert expected == [r["job_id"] for r in rows if r["project_id"] == pid]
+
+    def test_table(self, served: Emulator) -> None:
+        """--format table prints a table for people."""
+        result = CliRunner().invoke(
+            main,
+            ["list", "--format", "table", "--max-items", "3", served.project_ids[0]],
+            env=_env(served, COLUMNS="200"),
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert "3 batch jobs" in result.stdout
+        assert served.jobs(served.project_ids[0])[-1]["job_name"] in result.stdout
+
+    def test_error_is_one_line(self, served: Emulator) -> None:
+        """A refused token ends in one error line and exit code 1, no traceback."""
+        result = CliRunner().invoke(
+            main,
+            ["list", served.project_ids[0]],
+            env=_env(served, IEF_TOKEN="wrong-token"),
+        )
+
+        assert 1 == result.exit_code
+        [line] = result.stderr.splitlines()
+        assert line.startswith("ief-jobs: error: HTTP 401 APIG.0301")
+        assert f"project {served.project_ids[0]}" in line
+        assert "request " in line
+        assert "Traceback" not in result.output
+        assert "wrong-token" not in result.output
+
+    def test_token_is_required(self, served: Emulator) -> None:
+        """Without IEF_TOKEN the command says how to give one, exit code 2."""
+        result = CliRunner().invoke(
+            main, ["list", "p1"], env={"IEF_ENDPOINT": served.base_url, "IEF_TOKEN": ""}
+        )
+
+        assert 2 == result.exit_code
+        assert "IEF_TOKEN" in result.output
+
+    def test_count(self, served: Emulator) -> None:
+        """count prints each project's total."""
+        result = CliRunner().invoke(
+            main, ["count", *served.project_ids], env=_env(served)
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert [
+            f"{pid}\t150" for pid in served.project_ids
+        ] == result.stdout.splitlines()
+
+    def test_insecure_warns(self, served: Emulator) -> None:
+        """Turning TLS checks off says so on stderr."""
+        result = CliRunner().invoke(
+            main, ["count", "--insecure", served.project_ids[0]], env=_env(served)
+        )
+
+        assert 0 == result.exit_code
+        assert "not verified" in result.stderr
+
+
+def test_demo_runs() -> None:
+    """The demo lists every project of its own emulator and prints a summary."""
+    result = CliRunner().invoke(
+        main, ["demo", "--projects", "3", "--jobs", "300", "--latency", "0"]
+    )
+
+    assert 0 == result.exit_code, result.output
+    assert "Listed 900 jobs from 3 projects" in result.stdout
+    assert "Jobs per status" in result.stdout

@@ -1,0 +1,256 @@
+"""The client against the emulator on 127.0.0.1: the real code end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ief_jobs import (
+    ApiError,
+    AuthenticationError,
+    IefClient,
+    JobStatus,
+    JobType,
+    NotFoundError,
+    RetryPolicy,
+    SortOrder,
+    ThrottledError,
+    TokenAuth,
+)
+from ief_jobs.emulator import Emulator, Faults, generate_jobs
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+_RETRY = RetryPolicy(attempts=6, sleep=_no_sleep, jitter=lambda: 0.0)
+
+
+@pytest.fixture(name="emulator")
+async def _emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(
+        projects=3, jobs={"00000000000000000000000000000000": 0}, seed=1
+    ) as emulator:
+        yield emulator
+
+
+@contextlib.asynccontextmanager
+async def _client(emulator: Emulator, **kwargs: object) -> AsyncIterator[IefClient]:
+    async with IefClient(
+        emulator.base_url,
+        auth=TokenAuth(emulator.token),
+        retry=_RETRY,
+        **kwargs,  # type: ignore[arg-type]
+    ) as client:
+        yield client
+
+
+def _ids(jobs: list) -> list[str]:  # type: ignore[type-arg]
+    return [j.job_id if hasattr(j, "job_id") else j["job_id"] for j in jobs]
+
+
+class TestListing:
+    async def test_capped_pages_lose_nothing(self) -> None:
+        """A server capping limit below page_size still gives every job, in order."""
+        async with Emulator(
+            projects=1, jobs=1234, faults=Faults(page_cap=70)
+        ) as emulator:
+            async with _client(emulator, page_size=200) as ief:
+                jobs = await ief.list_jobs(emulator.project_ids[0])
+            expected = emulator.jobs(emulator.project_ids[0])[::-1]
+            assert _ids(expected) == _ids(jobs)
+            assert 18 == emulator.stats.requests  # ceil(1234 / 70)
+
+    @pytest.mark.parametrize(
+        "sort", [SortOrder.CREATED_AT_ASC, SortOrder.CREATED_AT_DESC]
+    )
+    async def test_both_sort_orders(self, sort: SortOrder) -> None:
+        """Both orders list every job, sorted by created_at as asked."""
+        async with Emulator(projects=1, jobs=321) as emulator, _client(emulator) as ief:
+            jobs = await ief.list_jobs(emulator.project_ids[0], sort=sort)
+
+        times = [j.created_at for j in jobs]
+        assert 321 == len(set(_ids(jobs)))
+        assert sorted(times, reverse=sort == SortOrder.CREATED_AT_DESC) == times
+
+    async def test_job_type_filter(self) -> None:
+        """job_type lists only that type, and job_count counts only those."""
+        async with Emulator(projects=1, jobs=500) as emulator, _client(emulator) as ief:
+            pid = emulator.project_ids[0]
+            jobs = await ief.list_jobs(pid, job_type=JobType.NODE_UPGRADE)
+            total = await ief.count_jobs(pid, job_type=JobType.NODE_UPGRADE)
+
+        expected = [j for j in emulator.jobs(pid) if j["job_type"] == "node_upgrade"]
+        assert len(expected) == len(jobs) == total
+        assert {JobType.NODE_UPGRADE} == {j.job_type for j in jobs}
+
+    async def test_many_projects_in_each_order(self) -> None:
+        """iter_jobs_many gives each project's jobs once, in that project's order."""
+        async with Emulator(projects=4, jobs=450) as emulator, _client(emulator) as ief:
+            seen: dict[str, list[str]] = {}
+            async for pid, job in ief.iter_jobs_many(emulator.project_ids * 2):
+                seen.setdefault(pid, []).append(job.job_id)
+
+            for pid in emulator.project_ids:
+                assert _ids(emulator.jobs(pid)[::-1]) == seen[pid]
+            assert emulator.stats.max_in_flight <= ief.concurrency
+
+    async def test_in_flight_bound_is_kept(self) -> None:
+        """The client's concurrency bounds requests in flight across all projects."""
+        faults = Faults(latency=0.005)
+        async with Emulator(projects=6, jobs=400, faults=faults) as emulator:
+            async with _client(emulator, concurrency=5, page_size=20) as ief:
+                count = sum([1 async for _ in ief.iter_jobs_many(emulator.project_ids)])
+
+            assert 2400 == count
+            assert 5 == emulator.stats.max_in_flight
+
+
+async def _first_page(ief: IefClient, project_id: str, page_size: int) -> None:
+    async for _ in ief.iter_pages(project_id, page_size=page_size):
+        return
+
+
+class TestErrors:
+    async def test_wrong_token(self, emulator: Emulator) -> None:
+        """A wrong token is an AuthenticationError with APIG.0301 and the request id."""
+        async with IefClient(emulator.base_url, auth=TokenAuth("wrong")) as ief:
+            with pytest.raises(AuthenticationError) as info:
+                await ief.count_jobs(emulator.project_ids[1])
+
+        assert (401, "APIG.0301") == (info.value.status, info.value.error_code)
+        assert info.value.request_id
+
+    async def test_unknown_path_is_not_found(self, emulator: Emulator) -> None:
+        """A wrong base path is a NotFoundError."""
+        async with IefClient(
+            emulator.base_url + "/nope", auth=TokenAuth(emulator.token)
+        ) as ief:
+            with pytest.raises(NotFoundError):
+                await ief.count_jobs(emulator.project_ids[1])
+
+    async def test_limit_out_of_range(self, emulator: Emulator) -> None:
+        """A page size above the server's range is IEF.100005."""
+        async with _client(emulator) as ief:
+            with pytest.raises(ApiError) as info:
+                await _first_page(ief, emulator.project_ids[1], 5000)
+
+        assert "IEF.100005" == info.value.error_code
+
+    async def test_throttled_after_retries(self, emulator: Emulator) -> None:
+        """Throttling that never ends is a ThrottledError with Retry-After."""
+        emulator.faults.throttled_rate = 1.0
+        async with _client(emulator) as ief:
+            with pytest.raises(ThrottledError) as info:
+                await ief.count_jobs(emulator.project_ids[1])
+
+        assert 1.0 == info.value.retry_after
+        assert 6 == info.value.attempts
+
+    async def test_empty_project(self, emulator: Emulator) -> None:
+        """A project with no jobs costs one request and yields nothing."""
+        async with _client(emulator) as ief:
+            assert [] == await ief.list_jobs(emulator.project_ids[0])
+
+        assert 1 == emulator.stats.requests
+
+
+class TestCancellation:
+    async def test_break_leaves_nothing_running(self) -> None:
+        """Breaking out after the first record cancels everything behind it."""
+        faults = Faults(latency=0.02)
+        async with Emulator(projects=5, jobs=3000, faults=faults) as emulator:
+            async with _client(emulator, page_size=50) as ief:
+                jobs = ief.iter_jobs_many(emulator.project_ids)
+                async with contextlib.aclosing(jobs):
+                    async for _ in jobs:
+                        break
+                sent = emulator.stats.requests
+                await asyncio.sleep(0.05)
+
+                assert sent == emulator.stats.requests
+                assert 0 == ief.limiter.in_flight
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            assert [] == [t for t in others if "ief-jobs" in t.get_name()]
+
+    async def test_timeout_around_the_loop(self) -> None:
+        """A timeout around the loop cancels the listing cleanly."""
+        faults = Faults(latency=0.05)
+        async with Emulator(projects=2, jobs=5000, faults=faults) as emulator:
+            async with _client(emulator, page_size=10) as ief:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        async for _ in ief.iter_jobs_many(emulator.project_ids):
+                            pass
+                assert 0 == ief.limiter.in_flight
+
+    async def test_collect_errors_keeps_other_projects(self) -> None:
+        """errors="collect": a failing project does not hide the others' records."""
+        async with Emulator(projects=3, jobs=120) as emulator, _client(emulator) as ief:
+            ids = [*emulator.project_ids, "ffffffffffffffffffffffffffffffff"]
+            got: dict[str, int] = {}
+            with pytest.raises(ExceptionGroup) as info:
+                async for pid, _ in ief.iter_jobs_many(ids, errors="collect"):
+                    got[pid] = got.get(pid, 0) + 1
+
+        assert dict.fromkeys(emulator.project_ids, 120) == got
+        [error] = info.value.exceptions
+        assert isinstance(error, AuthenticationError)
+        assert ("ffffffffffffffffffffffffffffffff", 0) == (
+            error.project_id,
+            error.offset,
+        )
+
+
+class TestFaults:
+    async def test_every_record_once_through_faults(self) -> None:
+        """5xx, 429, dropped connections and cut bodies: every record exactly once."""
+        faults = Faults(
+            server_error_rate=0.2,
+            throttled_rate=0.1,
+            retry_after="0",
+            drop_rate=0.05,
+            truncate_rate=0.05,
+        )
+        retry = RetryPolicy(attempts=12, sleep=_no_sleep, jitter=lambda: 0.0)
+        async with Emulator(projects=5, jobs=2000, faults=faults, seed=3) as emulator:
+            async with IefClient(
+                emulator.base_url, auth=TokenAuth(emulator.token), retry=retry
+            ) as ief:
+                seen: dict[str, list[str]] = {}
+                async for pid, job in ief.iter_jobs_many(emulator.project_ids):
+                    seen.setdefault(pid, []).append(job.job_id)
+
+            for pid in emulator.project_ids:
+                assert _ids(emulator.jobs(pid)[::-1]) == seen[pid]
+            # 100 pages; each fault rate adds its share of retries (about 1.7x)
+            assert emulator.stats.requests <= 100 * 2.5
+
+
+class TestData:
+    @given(seed=st.integers(0, 10_000), count=st.integers(0, 300))
+    def test_seeded_jobs_are_realistic(self, seed: int, count: int) -> None:
+        """Generated jobs keep IEF's rules: counts agree with status, times in order."""
+        jobs = generate_jobs("p", count, seed=seed)
+
+        assert jobs == generate_jobs("p", count, seed=seed)
+        assert len({j["job_id"] for j in jobs}) == count
+        times = [j["created_at"] for j in jobs]
+        assert sorted(set(times)) == times
+        for job in jobs:
+            ok, failed = job["task_success_count"], job["task_failed_count"]
+            assert ok + failed <= job["task_total_count"]
+            assert job["status_last_updated_at"] >= job["created_at"]
+            if job["status"] == JobStatus.SUCCESSFUL:
+                assert (ok, failed) == (job["task_total_count"], 0)
+            if job["status"] == JobStatus.WAITING:
+                assert (0, 0) == (ok, failed)
+        if count >= len(JobStatus):
+            assert {s.value for s in JobStatus} <= {j["status"] for j in jobs}
+            assert {t.value for t in JobType} <= {j["job_type"] for j in jobs}
