@@ -1,0 +1,205 @@
+"""
+List the same emulated data three ways, in one run, and print our ratio to each.
+
+    python benchmarks/bench_listing.py [--repeats 3] [--scenario many|one|both]
+
+The emulator runs in a child process (a real server is remote: its CPU is not the
+client's). Per scenario, interleaved repeats of each strategy, medians printed:
+
+* naive: one aiohttp session, one page after another, project after project,
+  ``json.loads`` into dicts;
+* raw: aiohttp + orjson into dicts, the first page of each project for
+  ``job_count``, then every remaining page at once under the same in-flight bound
+  as ours (the limit: no objects built, no checks);
+* ief-jobs: ``iter_jobs_many`` (or ``iter_jobs`` for one project) into `BatchJob`s.
+
+Each strategy is checked to return every record exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ief_jobs import IefClient, TokenAuth
+
+CONCURRENCY = 32
+SCENARIOS = {
+    "many": {"projects": 20, "jobs": 5000, "latency": 0.020, "page_size": 100},
+    "one": {"projects": 1, "jobs": 100_000, "latency": 0.005, "page_size": 100},
+}
+
+Strategy = Callable[[dict[str, Any], int], Awaitable[tuple[int, int]]]
+
+
+def _start_emulator(
+    projects: int, jobs: int, latency: float
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from ief_jobs.cli import main; main()",
+            "emulator",
+            "--projects",
+            str(projects),
+            "--jobs",
+            str(jobs),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None  # noqa: S101 (PIPE above)
+    info = json.loads(child.stdout.readline())
+    return child, info
+
+
+def _url(info: dict[str, Any], project_id: str) -> str:
+    return f"{info['base_url']}/v2/{project_id}/productmgr/jobs"
+
+
+async def naive(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+    headers = {"X-Auth-Token": info["token"], "Content-Type": "application/json"}
+    ids: set[str] = set()
+    records = requests = 0
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for project_id in info["project_ids"]:
+            offset, total = 0, None
+            while total is None or offset < total:
+                params = {"limit": page_size, "offset": offset}
+                async with session.get(_url(info, project_id), params=params) as resp:
+                    body = json.loads(await resp.read())
+                requests += 1
+                total = body["job_count"]
+                if not body["jobs"]:
+                    break
+                ids.update(j["job_id"] for j in body["jobs"])
+                records += len(body["jobs"])
+                offset += len(body["jobs"])
+    return records, requests if len(ids) == records else -1
+
+
+async def raw(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+    headers = {"X-Auth-Token": info["token"], "Content-Type": "application/json"}
+    limit = asyncio.Semaphore(CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=0)
+    ids: set[str] = set()
+    records = requests = 0
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+
+        async def page(project_id: str, offset: int) -> dict[str, Any]:
+            nonlocal requests, records
+            async with limit:
+                params = {"limit": page_size, "offset": offset}
+                async with session.get(_url(info, project_id), params=params) as resp:
+                    body: dict[str, Any] = orjson.loads(await resp.read())
+            requests += 1
+            records += len(body["jobs"])
+            ids.update(j["job_id"] for j in body["jobs"])
+            return body
+
+        firsts = await asyncio.gather(*(page(p, 0) for p in info["project_ids"]))
+        rest = [
+            page(project_id, offset)
+            for project_id, first in zip(info["project_ids"], firsts, strict=True)
+            for offset in range(page_size, first["job_count"], page_size)
+        ]
+        await asyncio.gather(*rest)
+    return records, requests if len(ids) == records else -1
+
+
+async def ours(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+    ids: set[str] = set()
+    records = 0
+    async with IefClient(
+        info["base_url"],
+        auth=TokenAuth(info["token"]),
+        concurrency=CONCURRENCY,
+        page_size=page_size,
+    ) as ief:
+        if len(info["project_ids"]) == 1:
+            async for job in ief.iter_jobs(info["project_ids"][0]):
+                ids.add(job.job_id)
+                records += 1
+        else:
+            async for _, job in ief.iter_jobs_many(info["project_ids"]):
+                ids.add(job.job_id)
+                records += 1
+        requests = ief.requests_sent
+    return records, requests if len(ids) == records else -1
+
+
+STRATEGIES: dict[str, Strategy] = {"naive": naive, "raw": raw, "ief-jobs": ours}
+
+
+def run_scenario(name: str, repeats: int) -> None:
+    spec = SCENARIOS[name]
+    child, info = _start_emulator(spec["projects"], spec["jobs"], spec["latency"])
+    expected = spec["projects"] * spec["jobs"]
+    wall: dict[str, list[float]] = {s: [] for s in STRATEGIES}
+    cpu: dict[str, list[float]] = {s: [] for s in STRATEGIES}
+    requests: dict[str, int] = {}
+    try:
+        for _ in range(repeats):
+            for strategy, run in STRATEGIES.items():  # interleaved repeats
+                started, cpu_started = time.perf_counter(), time.process_time()
+                records, sent = asyncio.run(run(info, spec["page_size"]))
+                wall[strategy].append(time.perf_counter() - started)
+                cpu[strategy].append(time.process_time() - cpu_started)
+                if records != expected or sent < 0:
+                    raise SystemExit(
+                        f"{strategy}: {records} records, not {expected} once each"
+                    )
+                requests[strategy] = sent
+    finally:
+        child.terminate()
+        child.wait()
+    print(
+        f"\n{name}: {spec['projects']} project(s) x {spec['jobs']:,} jobs, page size "
+        f"{spec['page_size']}, {spec['latency'] * 1000:.0f} ms latency, "
+        f"{CONCURRENCY} in flight; medians of {repeats}"
+    )
+    print(
+        f"  {'strategy':10} {'wall s':>8} {'cpu s':>8} {'requests':>9} {'records/s':>11}"
+    )
+    for strategy in STRATEGIES:
+        seconds = statistics.median(wall[strategy])
+        print(
+            f"  {strategy:10} {seconds:8.3f} {statistics.median(cpu[strategy]):8.3f} "
+            f"{requests[strategy]:9d} {expected / seconds:11,.0f}"
+        )
+    ours_s = statistics.median(wall["ief-jobs"])
+    for baseline in ("naive", "raw"):
+        ratio = ours_s / statistics.median(wall[baseline])
+        print(f"  ief-jobs / {baseline}: {ratio:.2f}x")
+    print(
+        f"  (official SDK: not measured here; see the closing note. "
+        f"fewest requests possible: {spec['projects'] * math.ceil(spec['jobs'] / spec['page_size'])})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scenario", choices=["many", "one", "both"], default="both")
+    args = parser.parse_args()
+    names = list(SCENARIOS) if args.scenario == "both" else [args.scenario]
+    for name in names:
+        run_scenario(name, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
