@@ -15,10 +15,11 @@ The walk:
 * never yields a job twice, even when jobs created meanwhile shift records into
   pages already read: it remembers the sort key it has reached and the ids at
   that key, not every id;
-* re-reads the boundary when ``job_count`` drops between two pages, so a job
-  that existed for the whole walk is not skipped because deletions shifted it
-  into a page already read. (Proven for the default newest-first order; with
-  ``created_at:asc`` a deletion can hide behind a creation between two pages.)
+* re-reads the boundary, backwards until it meets a job already yielded, when
+  ``job_count`` differs between two pages, so a job that existed for the whole
+  walk is not skipped because deletions shifted it into a page already read.
+  (A deletion exactly balanced by a creation between two pages leaves the count
+  unchanged and is not seen: with ``created_at:asc`` it can hide one job.)
 * reports a changed ``job_count`` as `JobCountChanged`, a warning, so a caller
   can learn it (``warnings.catch_warnings``) or turn it into an error.
 """
@@ -185,15 +186,18 @@ async def walk_pages(
                     JobCountChanged,
                     stacklevel=2,
                 )
-                if page.job_count < count:
-                    # deletions may have shifted records into what was read already
+                if page.job_count != count:
+                    # Deletions may have shifted records into what was read already.
+                    # With pages in flight at once, the counts two pages saw need not
+                    # come in time order: any change calls for the check.
                     missed = await _reread(
                         fetch_page,
                         seen,
                         first=offset,
                         stop=page_offset,
-                        back=count - page.job_count,
+                        back=abs(count - page.job_count),
                         size=size,
+                        until=page.jobs[0],
                     )
                     # only what sorts before this page: the rest of it comes next
                     missed = [j for j in missed if seen.not_after(j, page.jobs[0])]
@@ -219,23 +223,34 @@ async def walk_pages(
 
 
 async def _reread(
-    fetch_page: FetchPage, seen: _Seen, *, first: int, stop: int, back: int, size: int
+    fetch_page: FetchPage,
+    seen: _Seen,
+    *,
+    first: int,
+    stop: int,
+    back: int,
+    size: int,
+    until: BatchJob,
 ) -> list[BatchJob]:
     """
-    Read backwards from *stop* until the records reach one already yielded.
+    Re-read the records between the last one yielded and *until*.
 
-    Starts *back* records early (what ``job_count`` dropped by) and doubles that
-    while even the earliest record re-read is new: more deletions came meanwhile.
+    Starts *back* records before *stop* (what ``job_count`` changed by) and reads
+    on until it meets *until* (the page's first record, which may have moved on
+    since), doubling *back* while even the earliest record re-read is new.
     """
     while True:
         start = position = max(first, stop - back)
         jobs: list[BatchJob] = []
-        while position < stop:
-            page = _trim(await fetch_page(position, min(size, stop - position)), size)
+        limit = stop + 2 * back + size  # records move by about back: no runaway
+        while position < limit:
+            page = _trim(await fetch_page(position, size), size)
             if not page.jobs:
                 break
             jobs.extend(page.jobs)
             position = page.next_offset
+            if not seen.not_after(page.jobs[-1], until) or page.jobs[-1] == until:
+                break
         if start == first or not jobs or seen.is_seen(jobs[0]):
             return jobs
         back *= 2

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,11 @@ __all__ = [
 
 def project_ids_for(count: int, *, seed: int = 0) -> list[str]:
     """*count* project ids shaped like Huawei Cloud's (32 hex digits), per seed."""
-    return [f"{seed:08x}{index:024x}" for index in range(count)]
+    # hashed, so projects differ in their first digits as real ones do
+    return [
+        hashlib.blake2s(f"{seed}/{index}".encode(), digest_size=16).hexdigest()
+        for index in range(count)
+    ]
 
 
 class Emulator:
