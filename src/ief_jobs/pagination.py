@@ -186,28 +186,27 @@ async def walk_pages(
                     JobCountChanged,
                     stacklevel=2,
                 )
-                if page.job_count != count:
-                    # Deletions may have shifted records into what was read already.
-                    # With pages in flight at once, the counts two pages saw need not
-                    # come in time order: any change calls for the check.
-                    missed = await _reread(
-                        fetch_page,
-                        seen,
-                        first=offset,
-                        stop=page_offset,
-                        back=abs(count - page.job_count),
-                        size=size,
-                        until=page.jobs[0],
+                # Deletions may have shifted records into what was read already.
+                # With pages in flight at once, the counts two pages saw need not
+                # come in time order: any change calls for the check.
+                missed = await _reread(
+                    fetch_page,
+                    seen,
+                    first=offset,
+                    stop=page_offset,
+                    back=abs(count - page.job_count),
+                    size=size,
+                    until=page.jobs[0],
+                )
+                # only what sorts before this page: the rest of it comes next
+                missed = [j for j in missed if seen.not_after(j, page.jobs[0])]
+                if missed:
+                    yield deliver(
+                        attrs.evolve(page, offset=page_offset, jobs=tuple(missed)),
+                        page_offset,
                     )
-                    # only what sorts before this page: the rest of it comes next
-                    missed = [j for j in missed if seen.not_after(j, page.jobs[0])]
-                    if missed:
-                        yield deliver(
-                            attrs.evolve(page, offset=page_offset, jobs=tuple(missed)),
-                            page_offset,
-                        )
-                        if delivered >= want:
-                            return
+                    if delivered >= want:
+                        return
             count = page.job_count
             position = page.next_offset
             if position < page_offset + limit and position < count:
