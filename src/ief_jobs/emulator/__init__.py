@@ -62,7 +62,7 @@ class Emulator:
         port: 0 picks a free port.
     """
 
-    __slots__ = ("_app", "_port", "_runner", "_site", "host", "port_wanted")
+    __slots__ = ("_app", "_port", "_runner", "host", "port_wanted")
 
     def __init__(
         self,
@@ -94,7 +94,6 @@ class Emulator:
         self.host = host
         self.port_wanted = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
         self._port: int | None = None
 
     @property
@@ -150,7 +149,7 @@ class Emulator:
         server = site._server  # noqa: SLF001 (aiohttp offers no public way to the bound port)
         assert server is not None  # noqa: S101 (started just above)
         self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._runner, self._site = runner, site
+        self._runner = runner
 
     async def aclose(self) -> None:
         """Stop listening and drop open connections. Idempotent."""

@@ -107,9 +107,7 @@ class EmulatorApp:
         request["request_id"] = request_id
         try:
             response = await handler(request)
-        except web.HTTPNotFound:
-            response = error_response(404, "APIGW.0101", "The API does not exist")
-        except web.HTTPMethodNotAllowed:
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             response = error_response(404, "APIGW.0101", "The API does not exist")
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id

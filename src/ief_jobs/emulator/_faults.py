@@ -63,13 +63,6 @@ class Stats:
     faults: Counter[str] = attrs.field(factory=Counter)
     requests_by_project: Counter[str] = attrs.field(factory=Counter)
 
-    def reset(self) -> None:
-        """Forget everything counted so far (``in_flight`` stays true)."""
-        in_flight = self.in_flight
-        self.__init__()  # type: ignore[misc]
-        self.in_flight = in_flight
-        self.max_in_flight = in_flight
-
 
 class TokenBucket:
     """A token bucket on the loop's clock: *rate* tokens a second, *burst* at most."""
