@@ -36,9 +36,14 @@ _SORTS = [s.value for s in SortOrder]
 
 
 def _run(coro: Awaitable[T]) -> T:
-    """Run *coro*; an IefError becomes one line on stderr and exit code 1."""
+    """
+    Run *coro*; an IefError becomes one line on stderr and exit code 1, and an
+    argument the library refused (ValueError) a usage error, exit code 2.
+    """
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     except IefError as exc:
         click.echo(f"ief-jobs: error: {exc}", err=True)
         sys.exit(1)
@@ -268,21 +273,18 @@ def list_command(
         rows: list[tuple[str, BatchJob]] = []
         async with client as ief:
             with _progress_bar(stderr, enabled=stderr.is_terminal) as on_progress:
-                try:
-                    async for project_id, job in ief.iter_jobs_many(
-                        project_ids,
-                        job_type=job_type,
-                        sort=sort,
-                        max_items=max_items,
-                        page_size=page_size,
-                        on_progress=on_progress,
-                    ):
-                        if output == "jsonl":
-                            sys.stdout.buffer.write(_job_json(project_id, job) + b"\n")
-                        else:
-                            rows.append((project_id, job))
-                except ValueError as exc:
-                    raise click.UsageError(str(exc)) from None
+                async for project_id, job in ief.iter_jobs_many(
+                    project_ids,
+                    job_type=job_type,
+                    sort=sort,
+                    max_items=max_items,
+                    page_size=page_size,
+                    on_progress=on_progress,
+                ):
+                    if output == "jsonl":
+                        sys.stdout.buffer.write(_job_json(project_id, job) + b"\n")
+                    else:
+                        rows.append((project_id, job))
         if output == "table":
             Console().print(_jobs_table(rows, title=f"{len(rows):,} batch jobs"))
         sys.stdout.flush()
@@ -312,10 +314,7 @@ def count(
         for project_id, total in zip(project_ids, counts, strict=True):
             click.echo(f"{project_id}\t{total}")
 
-    try:
-        _run(run())
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    _run(run())
 
 
 @main.command()

@@ -92,6 +92,18 @@ class TestList:
         assert 2 == result.exit_code
         assert "IEF_TOKEN" in result.output
 
+    @pytest.mark.parametrize("command", ["list", "count"])
+    def test_bad_project_id_is_a_usage_error(
+        self, served: Emulator, command: str
+    ) -> None:
+        """A project id that could change the path is refused before any request."""
+        before = served.stats.requests
+        result = CliRunner().invoke(main, [command, "../admin"], env=_env(served))
+
+        assert 2 == result.exit_code
+        assert "project id must be" in result.output
+        assert before == served.stats.requests
+
     def test_count(self, served: Emulator) -> None:
         """count prints each project's total."""
         result = CliRunner().invoke(
