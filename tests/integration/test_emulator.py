@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _support import no_sleep
 from ief_jobs import (
     ApiError,
     AuthenticationError,
@@ -25,12 +26,7 @@ from ief_jobs import (
 )
 from ief_jobs.emulator import Emulator, Faults, generate_jobs, project_ids_for
 
-
-async def _no_sleep(_: float) -> None:
-    return None
-
-
-_RETRY = RetryPolicy(attempts=6, sleep=_no_sleep, jitter=lambda: 0.0)
+_RETRY = RetryPolicy(attempts=6, sleep=no_sleep, jitter=lambda: 0.0)
 
 
 @pytest.fixture(name="emulator")
@@ -41,11 +37,13 @@ async def _emulator() -> AsyncIterator[Emulator]:
 
 
 @contextlib.asynccontextmanager
-async def _client(emulator: Emulator, **kwargs: object) -> AsyncIterator[IefClient]:
+async def _client(
+    emulator: Emulator, *, retry: RetryPolicy = _RETRY, **kwargs: object
+) -> AsyncIterator[IefClient]:
     async with IefClient(
         emulator.base_url,
         auth=TokenAuth(emulator.token),
-        retry=_RETRY,
+        retry=retry,
         **kwargs,  # type: ignore[arg-type]
     ) as client:
         yield client
@@ -218,14 +216,12 @@ class TestFaults:
             drop_rate=0.05,
             truncate_rate=0.05,
         )
-        retry = RetryPolicy(attempts=12, sleep=_no_sleep, jitter=lambda: 0.0)
+        retry = RetryPolicy(attempts=12, sleep=no_sleep, jitter=lambda: 0.0)
         seed = int(os.environ.get("IEF_JOBS_FAULT_SEED", "3"))
         async with Emulator(
             projects=5, jobs=2000, faults=faults, seed=seed
         ) as emulator:
-            async with IefClient(
-                emulator.base_url, auth=TokenAuth(emulator.token), retry=retry
-            ) as ief:
+            async with _client(emulator, retry=retry) as ief:
                 seen: dict[str, list[str]] = {}
                 async for pid, job in ief.iter_jobs_many(emulator.project_ids):
                     seen.setdefault(pid, []).append(job.job_id)
