@@ -29,13 +29,17 @@ def _pages(records: int, page_size: int) -> list[bytes]:
     ]
 
 
-def _best_of(repeats: int, run: Callable[[], int]) -> tuple[float, int]:
-    best, count = float("inf"), 0
+def _best_of_interleaved(
+    repeats: int, runs: dict[str, Callable[[], int]]
+) -> dict[str, tuple[float, int]]:
+    # one round runs every decoder once, so a noisy moment hits them alike
+    best = dict.fromkeys(runs, (float("inf"), 0))
     for _ in range(repeats):
-        start = time.perf_counter()
-        count = run()
-        best = min(best, time.perf_counter() - start)
-    return best, count
+        for name, run in runs.items():
+            start = time.perf_counter()
+            count = run()
+            best[name] = (min(best[name][0], time.perf_counter() - start), count)
+    return best
 
 
 def main() -> None:
@@ -58,14 +62,14 @@ def main() -> None:
             for i, p in enumerate(pages)
         )
 
-    results = {
-        name: _best_of(args.repeats, run)
-        for name, run in [
-            ("json.loads -> dicts", with_json),
-            ("orjson.loads -> dicts", with_orjson),
-            ("ief_jobs.decode_page -> JobPage", with_ief_jobs),
-        ]
-    }
+    results = _best_of_interleaved(
+        args.repeats,
+        {
+            "json.loads -> dicts": with_json,
+            "orjson.loads -> dicts": with_orjson,
+            "ief_jobs.decode_page -> JobPage": with_ief_jobs,
+        },
+    )
     ours, _ = results["ief_jobs.decode_page -> JobPage"]
     print(
         f"{args.records:,} records in pages of {args.page_size}, best of {args.repeats}"

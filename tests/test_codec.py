@@ -3,13 +3,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+import cattrs
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import EXAMPLE, wire_jobs
-from ief_jobs import BatchJob, DecodeError, JobPage, JobStatus, JobType
+from ief_jobs import BatchJob, DecodeError, JobPage, JobStatus, JobType, codec
 from ief_jobs.codec import decode_page
 
 
@@ -206,6 +208,21 @@ _record_keys = st.sampled_from(
 )
 
 
+# one value of each JSON type, and numbers no datetime can hold
+_ONE_OF_EACH_TYPE = [None, True, 0, 1.5, "", [], {}, 2**70, -(2**70), float("nan")]
+_FAST = codec.make_converter(detailed_validation=False)
+_DETAILED = codec.make_converter()
+
+
+def _structure_or_none(converter: cattrs.Converter, record: object) -> BatchJob | None:
+    try:
+        return converter.structure(record, BatchJob)
+    except (cattrs.BaseValidationError, TypeError, ValueError, LookupError):
+        return None
+    except (ArithmeticError, OSError):  # Unix seconds out of range
+        return None
+
+
 class TestFuzz:
     @given(body=st.binary(max_size=200))
     def test_random_bytes(self, body: bytes) -> None:
@@ -232,3 +249,33 @@ class TestFuzz:
             assert exc.problems
             return
         assert len(records) == len(page.jobs)
+
+    @given(
+        changes=st.dictionaries(
+            _record_keys,
+            st.sampled_from(_ONE_OF_EACH_TYPE) | _json,
+            max_size=2,
+        ),
+        drop=st.lists(_record_keys, max_size=2),
+    )
+    def test_fast_hook_agrees_with_cattrs(
+        self, changes: dict[str, Any], drop: list[str]
+    ) -> None:
+        """The hand-written record hook accepts and builds exactly what cattrs' does."""
+        record = {**orjson.loads(EXAMPLE.read_bytes())["jobs"][0], **changes}
+        for key in drop:
+            record.pop(key, None)
+        assert _structure_or_none(_FAST, record) == _structure_or_none(
+            _DETAILED, record
+        )
+
+    @pytest.mark.parametrize("field", [a.name for a in attrs.fields(BatchJob)])
+    def test_fast_hook_agrees_for_every_field_and_json_type(self, field: str) -> None:
+        """Each field given each JSON type (and unrepresentable times), or missing."""
+        base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        records = [{k: v for k, v in base.items() if k != field}]
+        records += [{**base, field: value} for value in _ONE_OF_EACH_TYPE]
+        for record in records:
+            assert _structure_or_none(_FAST, record) == _structure_or_none(
+                _DETAILED, record
+            ), record
