@@ -110,6 +110,92 @@ class TestListing:
             assert 5 == emulator.stats.max_in_flight
 
 
+class TestFanOut:
+    @given(
+        totals=st.lists(st.integers(0, 300), min_size=1, max_size=4),
+        cap=st.integers(1, 120),
+        page_size=st.integers(1, 150),
+        concurrency=st.integers(1, 8),
+        max_items=st.none() | st.integers(0, 320),
+    )
+    async def test_every_record_once_per_project_in_order(
+        self,
+        totals: list[int],
+        cap: int,
+        page_size: int,
+        concurrency: int,
+        max_items: int | None,
+    ) -> None:
+        """Any projects, totals, cap, page size, bound and max_items: each project's
+        records exactly once, in its order, never more in flight than the bound."""
+        ids = project_ids_for(len(totals), seed=5)
+        jobs = dict(zip(ids, totals, strict=True))
+        faults = Faults(page_cap=cap)
+        async with Emulator(projects=ids, jobs=jobs, faults=faults) as emulator:
+            async with _client(
+                emulator, concurrency=concurrency, page_size=page_size
+            ) as ief:
+                seen: dict[str, list[str]] = {pid: [] for pid in ids}
+                async for pid, job in ief.iter_jobs_many(ids, max_items=max_items):
+                    seen[pid].append(job.job_id)
+
+            for pid in ids:
+                assert _ids(emulator.jobs(pid)[::-1][:max_items]) == seen[pid]
+            assert emulator.stats.max_in_flight <= concurrency
+
+    async def test_a_small_project_is_not_held_back_by_a_big_one(self) -> None:
+        """Ten jobs listed after 20,000 arrive before 5% of the big project."""
+        big, small = project_ids_for(2, seed=3)
+        faults = Faults(latency=0.002)
+        jobs = {big: 20_000, small: 10}
+        async with Emulator(projects=[big, small], jobs=jobs, faults=faults) as emu:
+            async with _client(emu, concurrency=4, page_size=50) as ief:
+                order = [pid async for pid, _ in ief.iter_jobs_many([big, small])]
+
+        last_small = len(order) - order[::-1].index(small)
+        assert 10 == order.count(small)
+        assert last_small < 1_000
+
+    async def test_a_slow_consumer_stops_the_fetching(self) -> None:
+        """A consumer that stops reading stops the requests once the buffer is full."""
+        async with Emulator(projects=3, jobs=3000) as emulator:
+            async with _client(emulator, concurrency=4, page_size=10) as ief:
+                jobs = ief.iter_jobs_many(emulator.project_ids)
+                async with contextlib.aclosing(jobs):
+                    await anext(jobs)
+                    sent = -1
+                    while sent != emulator.stats.requests:  # until fetching settles
+                        sent = emulator.stats.requests
+                        await asyncio.sleep(0.02)
+                    rest = sum([1 async for _ in jobs])
+
+        # the buffer (4 pages), one page per walk waiting to enter it, each
+        # walk's window (4) and the one page being read: far from 900 pages
+        assert sent <= 4 + 3 * (1 + 4) + 1
+        assert 9000 == 1 + rest
+
+    async def test_the_first_failure_stops_the_rest(self) -> None:
+        """errors="raise" (the default): the first failure is raised at once and the
+        other projects' requests stop with it."""
+        faults = Faults(latency=0.01)
+        async with Emulator(projects=3, jobs=5000, faults=faults) as emulator:
+            ids = ["ffffffffffffffffffffffffffffffff", *emulator.project_ids]
+            async with _client(emulator, page_size=10) as ief:
+                with pytest.raises(ApiError) as info:
+                    async for _ in ief.iter_jobs_many(ids):
+                        pass
+                sent = emulator.stats.requests
+                await asyncio.sleep(0.03)
+
+                assert sent == emulator.stats.requests
+                assert sent < 1503  # far from a full listing
+                assert 0 == ief.limiter.in_flight
+        assert ("ffffffffffffffffffffffffffffffff", 0) == (
+            info.value.project_id,
+            info.value.offset,
+        )
+
+
 async def _first_page(ief: IefClient, project_id: str, page_size: int) -> None:
     async for _ in ief.iter_pages(project_id, page_size=page_size):
         return
