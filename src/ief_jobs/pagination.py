@@ -15,11 +15,14 @@ The walk:
 * never yields a job twice, even when jobs created meanwhile shift records into
   pages already read: it remembers the sort key it has reached and the ids at
   that key, not every id;
-* re-reads the boundary, backwards until it meets a job already yielded, when
-  ``job_count`` differs between two pages, so a job that existed for the whole
-  walk is not skipped because deletions shifted it into a page already read.
-  (A deletion exactly balanced by a creation between two pages leaves the count
-  unchanged and is not seen: with ``created_at:asc`` it can hide one job.)
+* once ``job_count`` has changed (jobs come and go), checks every later page
+  boundary, and an early end, by re-reading from before it, backwards until it
+  meets a job already yielded: deletions may have shifted records into pages
+  already read, and with pages in flight at once each page saw the list at a
+  different moment. The re-read's own pages overlap by one record so they
+  cannot skip either. A job that existed for the whole walk is not skipped.
+  (Only churn the count cannot show escapes this: as many jobs created as
+  deleted between every two reads, with ``created_at:asc``, can hide a job.)
 * reports a changed ``job_count`` as `JobCountChanged`, a warning, so a caller
   can learn it (``warnings.catch_warnings``) or turn it into an error.
 """
@@ -162,6 +165,7 @@ async def walk_pages(
 
     pending: deque[tuple[int, int, asyncio.Task[JobPage]]] = deque()
     scheduled = position
+    drifted = False  # job_count has changed: records may move between pages
     try:
         while delivered < want and position < count:
             horizon = int(min(count, position + (want - delivered)))
@@ -177,8 +181,6 @@ async def walk_pages(
                 break
             page_offset, limit, task = pending.popleft()
             page = _trim(await task, limit)
-            if not page.jobs:
-                break  # jobs were deleted meanwhile: the end came early
             if page.job_count != count:
                 warnings.warn(
                     f"job_count of project {project_id} changed from {count} to "
@@ -186,20 +188,24 @@ async def walk_pages(
                     JobCountChanged,
                     stacklevel=2,
                 )
+                drifted = True
+            if drifted:
                 # Deletions may have shifted records into what was read already.
-                # With pages in flight at once, the counts two pages saw need not
-                # come in time order: any change calls for the check.
+                # Pages in flight at once saw the list at different moments, so
+                # once it has moved every later boundary is checked, and an early
+                # end is read up to the real one.
+                head = page.jobs[0] if page.jobs else None
                 missed = await _reread(
                     fetch_page,
                     seen,
                     first=offset,
                     stop=page_offset,
-                    back=abs(count - page.job_count),
+                    back=max(abs(count - page.job_count), 1),
                     size=size,
-                    until=page.jobs[0],
+                    until=head,
                 )
-                # only what sorts before this page: the rest of it comes next
-                missed = [j for j in missed if seen.not_after(j, page.jobs[0])]
+                if head is not None:  # what sorts from head on comes with the page
+                    missed = [j for j in missed if seen.not_after(j, head)]
                 if missed:
                     yield deliver(
                         attrs.evolve(page, offset=page_offset, jobs=tuple(missed)),
@@ -207,6 +213,8 @@ async def walk_pages(
                     )
                     if delivered >= want:
                         return
+            if not page.jobs:
+                break  # jobs were deleted meanwhile: the end came early
             count = page.job_count
             position = page.next_offset
             if position < page_offset + limit and position < count:
@@ -229,30 +237,42 @@ async def _reread(
     stop: int,
     back: int,
     size: int,
-    until: BatchJob,
+    until: BatchJob | None,
 ) -> list[BatchJob]:
     """
     Re-read the records between the last one yielded and *until*.
 
     Starts *back* records before *stop* (what ``job_count`` changed by) and reads
-    on until it meets *until* (the page's first record, which may have moved on
-    since), doubling *back* while even the earliest record re-read is new.
+    on until it meets or passes *until* (the page's first record, which may have
+    moved on since), or to the end of the list when *until* is None. Records
+    keep moving while it reads, so every page it reads must overlap what came
+    before: its first record must be one already yielded or re-read. A page
+    that starts past that (deletions shifted records into the gap) is read
+    again from further back, twice as far each time. The overlap costs one
+    record a page, and only while jobs come and go.
     """
-    while True:
-        start = position = max(first, stop - back)
-        jobs: list[BatchJob] = []
-        limit = stop + 2 * back + size  # records move by about back: no runaway
-        while position < limit:
-            page = _trim(await fetch_page(position, size), size)
-            if not page.jobs:
-                break
-            jobs.extend(page.jobs)
-            position = page.next_offset
-            if not seen.not_after(page.jobs[-1], until) or page.jobs[-1] == until:
-                break
-        if start == first or not jobs or seen.is_seen(jobs[0]):
-            return jobs
-        back *= 2
+    local = _Seen(seen.descending)  # what the re-read holds, on top of the walk's
+    local.key, local.ids_at_key = seen.key, set(seen.ids_at_key)
+    jobs: list[BatchJob] = []
+    position, step = max(first, stop - back), max(back, 1)
+    # a server whose records never line up must not keep us here for ever
+    budget = 8 + 4 * math.ceil((stop - first + back) / max(size - 1, 1))
+    while budget > 0:
+        budget -= 1
+        page = _trim(await fetch_page(position, size), size)
+        if position > first and (not page.jobs or not local.is_seen(page.jobs[0])):
+            # a gap, or the list shrank past us: what we look for is further back
+            position, step = max(first, position - step), step * 2
+            continue
+        jobs.extend(local.fresh(page.jobs))
+        if len(page.jobs) < size:
+            break  # the end of the list
+        last = page.jobs[-1]
+        if until is not None and (not seen.not_after(last, until) or last == until):
+            break  # reached the page this re-read is for
+        # overlap by one record, so the next page shows whether records moved
+        position = page.next_offset - 1 if len(page.jobs) > 1 else page.next_offset
+    return jobs
 
 
 async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage]]) -> None:
