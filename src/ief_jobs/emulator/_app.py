@@ -130,6 +130,18 @@ class EmulatorApp:
         stats.statuses[response.status] += 1
         return response
 
+    def _too_many(self) -> web.Response:
+        self.stats.faults["throttled"] += 1
+        response = error_response(
+            429,
+            "APIG.0308",
+            "The throttling threshold has been reached: "
+            "policy user over ratelimit,limit:200,time:1 second",
+        )
+        if self.faults.retry_after is not None:
+            response.headers["Retry-After"] = self.faults.retry_after
+        return response
+
     def _throttled(self) -> bool:
         faults = self.faults
         if roll(self.rng, faults.throttled_rate):
@@ -156,21 +168,17 @@ class EmulatorApp:
             # a real token is scoped to one project; any other is refused this way
             return error_response(400, "IEF.011005", "Authentication failed")
         self.stats.requests_by_project[project_id] += 1
+        stats = self.stats
+        limit = faults.concurrency_limit
+        if limit is not None and stats.in_flight > limit:
+            return self._too_many()  # at once, as a gateway does
+        stats.max_in_flight_served = max(stats.max_in_flight_served, stats.in_flight)
         if faults.latency or faults.latency_jitter:
             await asyncio.sleep(
                 faults.latency + self.rng.uniform(0, faults.latency_jitter)
             )
         if self._throttled():
-            self.stats.faults["throttled"] += 1
-            response = error_response(
-                429,
-                "APIG.0308",
-                "The throttling threshold has been reached: "
-                "policy user over ratelimit,limit:200,time:1 second",
-            )
-            if faults.retry_after is not None:
-                response.headers["Retry-After"] = faults.retry_after
-            return response
+            return self._too_many()
         if roll(self.rng, faults.server_error_rate):
             self.stats.faults["server_error"] += 1
             return error_response(

@@ -27,6 +27,8 @@ class Faults:
         throttle_rate: Requests a second the token bucket allows (None: no bucket).
         throttle_burst: The bucket's size.
         throttled_rate: Fraction answered 429 regardless of the bucket.
+        concurrency_limit: Requests in flight the gateway allows; the ones
+            above it are answered 429 at once (None: no limit).
         retry_after: The ``Retry-After`` header a 429 carries (None: no header).
         server_error_rate: Fraction answered 502, 503 or 504.
         drop_rate: Fraction whose connection is closed before any answer.
@@ -43,6 +45,7 @@ class Faults:
     throttle_rate: float | None = None
     throttle_burst: int = 1
     throttled_rate: float = 0.0
+    concurrency_limit: int | None = None
     retry_after: str | None = "1"
     server_error_rate: float = 0.0
     drop_rate: float = 0.0
@@ -59,6 +62,7 @@ class Stats:
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    max_in_flight_served: int = 0  # in flight when a request got past throttling
     statuses: Counter[int] = attrs.field(factory=Counter)
     faults: Counter[str] = attrs.field(factory=Counter)
     requests_by_project: Counter[str] = attrs.field(factory=Counter)
