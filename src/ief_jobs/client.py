@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Final, Literal, Self
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from .auth import Auth, RefreshableAuth
@@ -79,6 +80,9 @@ class IefClient:
             is refused with `TransportError`.
         verify_ssl: TLS certificate checks; turn off only for a test endpoint.
         adaptive: Halve the in-flight bound on 429 and grow it back on success.
+        rate_limit: Most requests started per second, client-wide, evenly
+            spaced, for users who know their quota (None: no limit). Retries
+            count too.
 
     Example::
 
@@ -96,6 +100,7 @@ class IefClient:
         "_limiter",
         "_max_body_size",
         "_owns_session",
+        "_rate_limiter",
         "_retry",
         "_session",
         "_timeout",
@@ -120,6 +125,7 @@ class IefClient:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         verify_ssl: bool = True,
         adaptive: bool = True,
+        rate_limit: float | None = None,
     ) -> None:
         endpoint = URL(endpoint)
         if not endpoint.is_absolute() or endpoint.scheme not in {"http", "https"}:
@@ -146,6 +152,13 @@ class IefClient:
         self._max_body_size = max_body_size
         self._verify_ssl = verify_ssl
         self._limiter = AdaptiveLimiter(concurrency)
+        if rate_limit is not None and not rate_limit > 0:
+            msg = f"rate_limit must be above 0 requests a second, not {rate_limit}"
+            raise ValueError(msg)
+        # a bucket of one, refilled rate_limit times a second: no bursts
+        self._rate_limiter = (
+            None if rate_limit is None else AsyncLimiter(1, 1.0 / rate_limit)
+        )
         self.concurrency = concurrency
         self.page_size = page_size
         self.adaptive = adaptive
@@ -264,6 +277,8 @@ class IefClient:
             await self._auth.apply("GET", url, sent)
             ticket = await self._limiter.acquire()
             try:
+                if self._rate_limiter is not None:
+                    await self._rate_limiter.acquire()
                 status, body, answer_headers = await self._request(
                     session, url, sent, project_id, offset
                 )

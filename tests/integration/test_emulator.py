@@ -20,6 +20,7 @@ from ief_jobs import (
     JobType,
     NotFoundError,
     RetryPolicy,
+    ServerError,
     SortOrder,
     ThrottledError,
     TokenAuth,
@@ -316,6 +317,29 @@ class TestFaults:
                 assert _ids(emulator.jobs(pid)[::-1]) == seen[pid]
             # 100 pages; each fault rate adds its share of retries (about 1.7x)
             assert emulator.stats.requests <= 100 * 2.5
+
+    async def test_resume_after_the_retry_budget_runs_out(self) -> None:
+        """A fault that outlasts the retries names project, offset and attempts;
+        resuming from that offset completes the listing exactly."""
+        retry = RetryPolicy(attempts=3, sleep=no_sleep, jitter=lambda: 0.0)
+        async with Emulator(projects=1, jobs=1000) as emulator:
+            pid = emulator.project_ids[0]
+            got: list[str] = []
+            async with _client(
+                emulator, retry=retry, page_size=50, concurrency=2
+            ) as ief:
+                with pytest.raises(ServerError) as info:
+                    async for job in ief.iter_jobs(pid):
+                        got.append(job.job_id)
+                        if len(got) == 300:  # the backend goes down mid-listing
+                            emulator.faults.server_error_rate = 1.0
+                emulator.faults.server_error_rate = 0.0
+                error = info.value
+                got += [j.job_id async for j in ief.iter_jobs(pid, offset=error.offset)]
+
+        assert (pid, 3) == (error.project_id, error.attempts)
+        assert 300 <= error.offset < 1000
+        assert _ids(emulator.jobs(pid)[::-1]) == got
 
 
 class TestData:

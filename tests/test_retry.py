@@ -1,0 +1,230 @@
+"""Retries, waits and the rate limit, with a fake clock: nothing really sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from _support import ENDPOINT, PROJECT, TOKEN, list_url, page_body, wire_jobs
+from ief_jobs import (
+    DecodeError,
+    IefClient,
+    IefError,
+    NotFoundError,
+    RetryPolicy,
+    ServerError,
+    ThrottledError,
+    TokenAuth,
+)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the policy sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _policy(clock: FakeClock, **kwargs: object) -> RetryPolicy:
+    return RetryPolicy(
+        sleep=clock.sleep,
+        clock=clock,
+        jitter=lambda: 0.5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(name="clock")
+def _clock() -> FakeClock:
+    return FakeClock()
+
+
+@contextlib.asynccontextmanager
+async def _listing(retry: RetryPolicy, **kwargs: object) -> AsyncIterator[IefClient]:
+    async with IefClient(
+        ENDPOINT,
+        auth=TokenAuth(TOKEN),
+        retry=retry,
+        **kwargs,  # type: ignore[arg-type]
+    ) as client:
+        yield client
+
+
+class TestWaits:
+    async def test_backoff_is_exponential_capped_and_jittered(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """0.5, 1, 2, 4, 4 (capped) seconds, each plus half the jitter span."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=503, repeat=True)
+        retry = _policy(clock, attempts=6, wait_max=4.0, wait_jitter=1.0)
+
+        async with _listing(retry) as ief:
+            with pytest.raises(ServerError) as info:
+                await ief.list_jobs(PROJECT)
+
+        assert [1.0, 1.5, 2.5, 4.5, 4.5] == clock.sleeps
+        assert 6 == info.value.attempts
+
+    async def test_retry_after_seconds_is_honoured(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A 429's Retry-After replaces the backoff; then the page comes."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=429, headers={"Retry-After": "7"})
+        mocked.get(url, status=429, headers={"Retry-After": "3"})
+        mocked.get(url, body=page_body(1, wire_jobs(1)))
+
+        async with _listing(_policy(clock)) as ief:
+            jobs = await ief.list_jobs(PROJECT)
+
+        assert 1 == len(jobs)
+        assert [7.0, 3.0] == clock.sleeps
+
+    async def test_retry_after_http_date_is_honoured(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """Retry-After as an HTTP date waits until then (to the second)."""
+        url = list_url(limit=100, offset=0)
+        later = formatdate(time.time() + 30, usegmt=True)
+        mocked.get(url, status=429, headers={"Retry-After": later})
+        mocked.get(url, body=page_body(0, []))
+
+        async with _listing(_policy(clock)) as ief:
+            await ief.list_jobs(PROJECT)
+
+        [waited] = clock.sleeps
+        assert 28.0 <= waited <= 30.0
+
+    async def test_retry_after_is_capped(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A Retry-After longer than retry_after_max waits retry_after_max."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=429, headers={"Retry-After": "3000"})
+        mocked.get(url, body=page_body(0, []))
+
+        async with _listing(_policy(clock, retry_after_max=20.0)) as ief:
+            await ief.list_jobs(PROJECT)
+
+        assert [20.0] == clock.sleeps
+
+    async def test_timeout_bounds_the_retries(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """No attempt starts more than *timeout* seconds after the first failure."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=429, headers={"Retry-After": "10"}, repeat=True)
+
+        async with _listing(_policy(clock, attempts=100, timeout=35.0)) as ief:
+            with pytest.raises(ThrottledError) as info:
+                await ief.list_jobs(PROJECT)
+
+        assert [10.0, 10.0, 10.0] == clock.sleeps
+        assert 4 == info.value.attempts
+
+
+class TestWhatIsRetried:
+    @pytest.mark.parametrize("status", [429, 502, 503, 504])
+    async def test_temporary_statuses_are_retried(
+        self, mocked: aioresponses, clock: FakeClock, status: int
+    ) -> None:
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=status)
+        mocked.get(url, body=page_body(2, wire_jobs(2)))
+
+        async with _listing(_policy(clock)) as ief:
+            jobs = await ief.list_jobs(PROJECT)
+
+        assert 2 == len(jobs)
+        assert 1 == len(clock.sleeps)
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 500])
+    async def test_other_errors_are_not_retried(
+        self, mocked: aioresponses, clock: FakeClock, status: int
+    ) -> None:
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=status, payload={"error_code": "X", "error_msg": "no"})
+
+        async with _listing(_policy(clock)) as ief:
+            with pytest.raises(IefError) as info:
+                await ief.list_jobs(PROJECT)
+
+        assert [] == clock.sleeps
+        assert 1 == info.value.attempts
+        if status == 404:
+            assert isinstance(info.value, NotFoundError)
+
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            aiohttp.ClientConnectionError("refused"),
+            aiohttp.ServerDisconnectedError(),
+            TimeoutError(),
+            aiohttp.ClientPayloadError("cut short"),
+        ],
+    )
+    async def test_connection_failures_are_retried(
+        self, mocked: aioresponses, clock: FakeClock, failure: Exception
+    ) -> None:
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, exception=failure)
+        mocked.get(url, body=page_body(1, wire_jobs(1)))
+
+        async with _listing(_policy(clock)) as ief:
+            jobs = await ief.list_jobs(PROJECT)
+
+        assert 1 == len(jobs)
+        assert 1 == len(clock.sleeps)
+
+    async def test_a_whole_body_that_is_not_json_is_not_retried(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A body that arrived whole but is wrong will be wrong again."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, body=b"<html>maintenance</html>", repeat=True)
+
+        async with _listing(_policy(clock)) as ief:
+            with pytest.raises(DecodeError, match="not JSON"):
+                await ief.list_jobs(PROJECT)
+
+        assert [] == clock.sleeps
+
+
+class TestRateLimit:
+    async def test_requests_are_spaced_by_the_rate_limit(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """rate_limit=500: 20 requests take at least 19 gaps of 2 ms (a lower
+        bound, so a slow machine cannot fail it)."""
+        for offset in range(0, 20, 1):
+            mocked.get(
+                list_url(limit=1, offset=offset),
+                body=page_body(20, wire_jobs(20)[offset : offset + 1]),
+            )
+
+        async with _listing(_policy(clock), rate_limit=500, concurrency=8) as ief:
+            started = time.monotonic()
+            jobs = [job async for job in ief.iter_jobs(PROJECT, page_size=1)]
+            elapsed = time.monotonic() - started
+
+        assert 20 == len(jobs)
+        assert elapsed >= 19 * 0.002 * 0.9
+
+    def test_rate_limit_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="rate_limit"):
+            IefClient(ENDPOINT, auth=TokenAuth(TOKEN), rate_limit=0)
