@@ -334,9 +334,11 @@ class IefClient:
             ) from None
         except aiohttp.ClientError as exc:
             # not chained: aiohttp's errors can hold the request, headers included
-            reason = _describe_client_error(exc)
             raise TransportError(
-                reason=reason, project_id=project_id, offset=offset
+                reason=_describe_client_error(exc),
+                project_id=project_id,
+                offset=offset,
+                retryable=not isinstance(exc, _NOT_RETRYABLE),
             ) from None
 
     async def _read_body(
@@ -349,6 +351,7 @@ class IefClient:
                 reason=f"response body of {length} bytes exceeds max_body_size {limit}",
                 project_id=project_id,
                 offset=offset,
+                retryable=False,
             )
         if length is not None and "Content-Encoding" not in response.headers:
             return await response.read()
@@ -361,6 +364,7 @@ class IefClient:
                     reason=f"response body exceeds max_body_size {limit}",
                     project_id=project_id,
                     offset=offset,
+                    retryable=False,
                 )
         return bytes(body)
 
@@ -600,8 +604,17 @@ def _check_walk(
         raise ValueError(msg)
 
 
+# another attempt would meet the same certificate, or the same bomb
+_NOT_RETRYABLE: Final = (
+    aiohttp.ClientSSLError,
+    aiohttp.ClientConnectorCertificateError,
+)
+
+
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
     # Name what failed without aiohttp's text, which may quote the request.
+    if isinstance(exc, _NOT_RETRYABLE):
+        return f"TLS handshake or certificate check failed ({type(exc).__name__})"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the response body was cut short"
     if isinstance(exc, aiohttp.ServerDisconnectedError):

@@ -92,9 +92,15 @@ class ServerError(ApiError):
 
 @attrs.define(kw_only=True, eq=False)
 class TransportError(IefError):
-    """No usable answer: the connection failed or broke, or a timeout ran out."""
+    """
+    No usable answer: the connection failed or broke, or a timeout ran out.
+
+    *retryable* is False where another attempt would meet the same wall: a
+    body over ``max_body_size``, a TLS certificate that does not verify.
+    """
 
     reason: str
+    retryable: bool = True
 
     def __str__(self) -> str:
         return f"{self.reason}{self._where()}"

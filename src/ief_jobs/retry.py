@@ -13,6 +13,7 @@ What the client retries, how long it waits, and how many requests it keeps in fl
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -27,10 +28,13 @@ from .errors import ServerError, ThrottledError, TransportError
 __all__ = ["NO_RETRIES", "AdaptiveLimiter", "RetryPolicy"]
 
 _TEMPORARY_STATUSES: Final = frozenset({502, 503, 504})
+_log: Final = logging.getLogger("ief_jobs")
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ThrottledError | TransportError):
+    if isinstance(exc, TransportError):
+        return exc.retryable
+    if isinstance(exc, ThrottledError):
         return True
     return isinstance(exc, ServerError) and exc.status in _TEMPORARY_STATUSES
 
@@ -104,6 +108,7 @@ class RetryPolicy:
             wait=self._wait,
             retry=tenacity.retry_if_exception(self.is_retryable),
             sleep=self.sleep,
+            before_sleep=_log_retry,
             reraise=True,
         )
 
@@ -113,6 +118,17 @@ class RetryPolicy:
 
 
 NO_RETRIES: Final = RetryPolicy(attempts=1)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    # our errors' text names project, offset and cause, never a credential
+    exc = state.outcome.exception() if state.outcome is not None else None
+    _log.info(
+        "retrying in %.2f s after attempt %d: %s",
+        state.upcoming_sleep,
+        state.attempt_number,
+        exc,
+    )
 
 
 class _StopAfter(tenacity.stop.stop_base):
