@@ -10,7 +10,14 @@ Example::
 
 from __future__ import annotations
 
-from .auth import Auth, RefreshableAuth, TokenAuth
+from .auth import (
+    AkSkAuth,
+    Auth,
+    IamPasswordAuth,
+    RefreshableAuth,
+    TokenAuth,
+    auth_from_env,
+)
 from .client import IefClient
 from .errors import (
     ApiError,
@@ -28,11 +35,13 @@ from .retry import NO_RETRIES, RetryPolicy
 
 __all__ = [
     "NO_RETRIES",
+    "AkSkAuth",
     "ApiError",
     "Auth",
     "AuthenticationError",
     "BatchJob",
     "DecodeError",
+    "IamPasswordAuth",
     "IefClient",
     "IefError",
     "JobCountChanged",
@@ -48,6 +57,7 @@ __all__ = [
     "ThrottledError",
     "TokenAuth",
     "TransportError",
+    "auth_from_env",
 ]
 
 

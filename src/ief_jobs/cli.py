@@ -2,8 +2,9 @@
 The ``ief-jobs`` command: ``demo``, ``list``, ``count`` and ``emulator``.
 
 Needs the ``cli`` extra (click for the commands, rich for tables and progress).
-Credentials come from the environment (``IEF_TOKEN``), never from arguments
-that would show in ``ps``. Errors end in one line on stderr and exit code 1.
+Credentials come from the environment (``HUAWEICLOUD_SDK_AK`` and
+``HUAWEICLOUD_SDK_SK``, or ``IEF_TOKEN``), never from arguments that would show
+in ``ps``. Errors end in one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -24,7 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from . import IefClient, IefError, JobType, SortOrder, TokenAuth
+from . import (
+    AkSkAuth,
+    IamPasswordAuth,
+    IefClient,
+    IefError,
+    JobType,
+    SortOrder,
+    auth_from_env,
+)
 from .emulator import Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
@@ -172,9 +180,11 @@ def demo(projects: int, jobs: int, latency: float) -> None:
                 f"IEF emulator at {emulator.base_url} with {projects} projects of "
                 f"{jobs:,} jobs, {latency * 1000:.0f} ms per answer."
             )
+            key = emulator.access_key
             started = time.perf_counter()
+            # signed with AK/SK, as most services authenticate
             async with IefClient(
-                emulator.base_url, auth=TokenAuth(emulator.token)
+                emulator.base_url, auth=AkSkAuth(key.access_key, key.secret_key)
             ) as ief:
                 with _progress_bar(console, enabled=True) as on_progress:
                     listed = [
@@ -185,8 +195,18 @@ def demo(projects: int, jobs: int, latency: float) -> None:
                     ]
             _summary(console, listed, time.perf_counter() - started)
             console.print(
-                f"{emulator.stats.requests} requests, at most "
-                f"{emulator.stats.max_in_flight} in flight."
+                f"{emulator.stats.requests} requests, each signed with AK/SK, at "
+                f"most {emulator.stats.max_in_flight} in flight."
+            )
+            user = emulator.iam_user
+            iam = IamPasswordAuth(
+                user.name, user.password, user.domain, iam_endpoint=emulator.base_url
+            )
+            async with IefClient(emulator.base_url, auth=iam) as ief:
+                totals = [await ief.count_jobs(pid) for pid in emulator.project_ids]
+            console.print(
+                f"With an IAM user's password instead: {sum(totals):,} jobs counted, "
+                f"{iam.token_requests} project-scoped tokens fetched."
             )
 
     _run(run())
@@ -213,14 +233,14 @@ def _client_options(func: Callable[..., None]) -> Callable[..., None]:
 def _make_client(
     endpoint: str | None, region: str | None, instance_id: str | None, insecure: bool
 ) -> IefClient:
-    token = os.environ.get("IEF_TOKEN")
-    if not token:
+    auth = auth_from_env()
+    if auth is None:
         raise click.UsageError(
-            "set IEF_TOKEN to an IAM token (never pass it as an argument)"
+            "set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (AK/SK signing), or "
+            "IEF_TOKEN (an IAM token); credentials are never arguments"
         )
     if insecure:
         click.echo("ief-jobs: warning: TLS certificates are not verified", err=True)
-    auth = TokenAuth(token)
     try:
         if region:
             return IefClient.for_region(
@@ -347,11 +367,15 @@ def emulator(
             faults=faults,
         ) as server:
             info = server.info()
+            key = info["access_key"]
             # first line for scripts, then the same in words
             click.echo(json.dumps(info))
             click.echo(
                 f"IEF emulator at {info['base_url']}\n"
                 f"  export IEF_ENDPOINT={info['base_url']} IEF_TOKEN={info['token']}\n"
+                f"  or, to sign with AK/SK instead of the token:\n"
+                f"  export HUAWEICLOUD_SDK_AK={key['access_key']} "
+                f"HUAWEICLOUD_SDK_SK={key['secret_key']}\n"
                 f"  ief-jobs list {info['project_ids'][0]}\n"
                 f"Projects: {' '.join(info['project_ids'])}\nCtrl-C stops it.",
             )

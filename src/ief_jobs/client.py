@@ -9,8 +9,9 @@ callable and know nothing of HTTP; the client hands them `IefClient._fetch_page`
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final, Literal, Self
 
@@ -18,7 +19,8 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from yarl import URL
 
-from .auth import Auth, RefreshableAuth
+from ._signing import encode_query
+from .auth import Auth, RefreshableAuth, auth_from_env
 from .codec import decode_page
 from .errors import (
     AuthenticationError,
@@ -165,6 +167,43 @@ class IefClient:
         self.requests_sent = 0
 
     @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **kwargs: object
+    ) -> IefClient:
+        """
+        A client configured by the environment, as Huawei Cloud's SDKs are.
+
+        Credentials: ``HUAWEICLOUD_SDK_AK`` and ``HUAWEICLOUD_SDK_SK`` (and
+        ``HUAWEICLOUD_SDK_SECURITY_TOKEN``), else ``IEF_TOKEN`` (`auth_from_env`).
+        Endpoint: ``IEF_ENDPOINT``, else the region in ``IEF_REGION`` or
+        ``HUAWEICLOUD_SDK_REGION``. Other arguments go to the constructor.
+
+        Example::
+
+            async with IefClient.from_env() as ief:
+                print(await ief.count_jobs(project_id))
+
+        Raises:
+            ValueError: No credentials, or no endpoint or region, in the environment.
+        """
+        env = os.environ if environ is None else environ
+        auth = kwargs.pop("auth", None) or auth_from_env(env)
+        if auth is None:
+            msg = (
+                "no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, "
+                "or IEF_TOKEN"
+            )
+            raise ValueError(msg)
+        endpoint = env.get("IEF_ENDPOINT")
+        if endpoint:
+            return cls(endpoint, auth=auth, **kwargs)  # type: ignore[arg-type]
+        region = env.get("IEF_REGION") or env.get("HUAWEICLOUD_SDK_REGION")
+        if region:
+            return cls.for_region(region, auth=auth, **kwargs)
+        msg = "no endpoint: set IEF_ENDPOINT, or IEF_REGION to a region name"
+        raise ValueError(msg)
+
+    @classmethod
     def for_region(cls, region: str, **kwargs: object) -> IefClient:
         """
         A client for ``https://ief.{region}.myhuaweicloud.com``.
@@ -209,13 +248,19 @@ class IefClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session if this client created it. Idempotent."""
+        """
+        Close the session if this client created it, and the auth's own
+        resources (`IamPasswordAuth`'s IAM session). Idempotent.
+        """
         if self._closed:
             return
         self._closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+        close_auth = getattr(self._auth, "aclose", None)
+        if close_auth is not None:  # IamPasswordAuth's IAM session
+            await close_auth()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -242,16 +287,17 @@ class IefClient:
         instance_id: str | None = None,
     ) -> JobPage:
         """Fetch one page, with retries; errors name the project and offset."""
-        query: dict[str, str] = {}
+        query = [("limit", str(limit)), ("offset", str(offset))]
         if job_type is not None:
-            query["job_type"] = str(job_type)
-        query["limit"] = str(limit)
-        query["offset"] = str(offset)
+            query.append(("job_type", str(job_type)))
         if sort is not None:
-            query["sort"] = str(sort)
-        url = self._endpoint.with_path(
+            query.append(("sort", str(sort)))
+        path = self._endpoint.with_path(
             f"{self._base_path}/v2/{project_id}/productmgr/jobs"
-        ).with_query(sorted(query.items()))
+        )
+        # encoded by the signer's rules and sent as is: what AkSkAuth signs is
+        # byte for byte what goes on the wire (":" as %3A, names sorted)
+        url = URL(f"{path}?{encode_query(query)}", encoded=True)
         instance = instance_id if instance_id is not None else self._instance_id
         attempt_number = 0
         try:
@@ -274,11 +320,12 @@ class IefClient:
         refreshed = False
         while True:
             sent = dict(headers)
-            await self._auth.apply("GET", url, sent)
             ticket = await self._limiter.acquire()
             try:
                 if self._rate_limiter is not None:
                     await self._rate_limiter.acquire()
+                # signed last, so X-Sdk-Date is not aged by the wait for a slot
+                await self._authorize(url, sent, project_id, offset)
                 status, body, answer_headers = await self._request(
                     session, url, sent, project_id, offset
                 )
@@ -306,6 +353,16 @@ class IefClient:
                 refreshed = True
                 continue
             raise error
+
+    async def _authorize(
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+    ) -> None:
+        try:
+            await self._auth.apply("GET", url, headers)
+        except IefError as exc:  # an IAM failure: say which page it stopped
+            exc.project_id = exc.project_id or project_id
+            exc.offset = offset if exc.offset is None else exc.offset
+            raise
 
     async def _request(
         self,

@@ -37,8 +37,16 @@ def _served() -> Iterator[Emulator]:
     thread.join(10)
 
 
-def _env(emulator: Emulator, **extra: str) -> dict[str, str]:
-    return {"IEF_ENDPOINT": emulator.base_url, "IEF_TOKEN": emulator.token, **extra}
+def _env(emulator: Emulator, **extra: str | None) -> dict[str, str | None]:
+    return {
+        "IEF_ENDPOINT": emulator.base_url,
+        "IEF_TOKEN": emulator.token,
+        # whatever the machine has set must not pick the credentials
+        "HUAWEICLOUD_SDK_AK": None,
+        "HUAWEICLOUD_SDK_SK": None,
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN": None,
+        **extra,
+    }
 
 
 class TestList:
@@ -83,10 +91,41 @@ class TestList:
         assert "Traceback" not in result.output
         assert "wrong-token" not in result.output
 
+    def test_aksk_from_the_environment(self, served: Emulator) -> None:
+        """HUAWEICLOUD_SDK_AK/SK sign every request; the secret is never printed."""
+        key = served.access_key
+        env = _env(
+            served,
+            IEF_TOKEN=None,
+            HUAWEICLOUD_SDK_AK=key.access_key,
+            HUAWEICLOUD_SDK_SK=key.secret_key,
+        )
+        result = CliRunner().invoke(
+            main, ["list", "--format", "jsonl", *served.project_ids], env=env
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert 300 == len(result.stdout.splitlines())
+        assert key.secret_key not in result.output
+
+    def test_a_wrong_secret_key_is_one_line_without_it(self, served: Emulator) -> None:
+        env = _env(
+            served,
+            IEF_TOKEN=None,
+            HUAWEICLOUD_SDK_AK=served.access_key.access_key,
+            HUAWEICLOUD_SDK_SK="wrong-secret-key-value",
+        )
+        result = CliRunner().invoke(main, ["count", served.project_ids[0]], env=env)
+
+        assert 1 == result.exit_code
+        [line] = result.stderr.splitlines()
+        assert "APIG.0301" in line
+        assert "wrong-secret-key-value" not in result.output
+
     def test_token_is_required(self, served: Emulator) -> None:
         """Without IEF_TOKEN the command says how to give one, exit code 2."""
         result = CliRunner().invoke(
-            main, ["list", "p1"], env={"IEF_ENDPOINT": served.base_url, "IEF_TOKEN": ""}
+            main, ["list", "p1"], env=_env(served, IEF_TOKEN="")
         )
 
         assert 2 == result.exit_code

@@ -4,7 +4,12 @@ A local IEF server for the demo, the tests and the benchmarks.
 It serves ``GET /v2/{project_id}/productmgr/jobs`` as the API reference describes
 (job type filter, both sort orders, offset/limit, ``job_count``, ``X-Request-Id``,
 IEF's error bodies) over seeded, deterministic data, and misbehaves on request
-(`Faults`). It imports only `ief_jobs.models` from the library, never the client.
+(`Faults`). It accepts every way IEF authenticates: its fixed token, tokens its
+own IAM call (``POST /v3/auth/tokens``) issues to its `IamUser`, scoped to a
+project and expiring on its clock, and requests signed with its `AccessKey`
+(401 APIG.0301 on a bad signature, 401 APIG.0303 when ``X-Sdk-Date`` is more
+than 15 minutes off). It imports only `ief_jobs.models` and the signing rules
+from the library, never the client.
 
 Example::
 
@@ -18,21 +23,31 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-from ._app import DEFAULT_LIMIT, MAX_LIMIT, EmulatorApp, ProjectJobs
+from ._app import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    AccessKey,
+    EmulatorApp,
+    IamUser,
+    ProjectJobs,
+)
 from ._data import generate_jobs
 from ._faults import Faults, Stats
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
+    "AccessKey",
     "Emulator",
     "Faults",
+    "IamUser",
     "Stats",
     "generate_jobs",
     "project_ids_for",
@@ -58,6 +73,13 @@ class Emulator:
         seed: Seeds the data and the faults' dice.
         token: The ``X-Auth-Token`` it accepts (a random one if not given).
         faults: How to misbehave; change ``emulator.faults`` at any time.
+        iam_user: The user its IAM call issues tokens to (a random one if not
+            given).
+        access_key: The key pair it checks signatures with (a random one if not
+            given; with a ``security_token``, ``X-Security-Token`` must match).
+        clock: Unix seconds, for token expiry and ``X-Sdk-Date`` (tests pass
+            a fake, shared with the client's auth).
+        token_ttl: Seconds an issued token lives (IAM's are 24 hours).
         host: Loopback only: tests and the demo never listen elsewhere.
         port: 0 picks a free port.
     """
@@ -72,6 +94,10 @@ class Emulator:
         seed: int = 0,
         token: str | None = None,
         faults: Faults | None = None,
+        iam_user: IamUser | None = None,
+        access_key: AccessKey | None = None,
+        clock: Callable[[], float] = time.time,
+        token_ttl: float = 24 * 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -90,6 +116,12 @@ class Emulator:
             token=token if token is not None else secrets.token_urlsafe(24),
             faults=faults if faults is not None else Faults(),
             seed=seed,
+            iam_user=iam_user
+            or IamUser("ief-operator", secrets.token_urlsafe(16), "emulated-account"),
+            access_key=access_key
+            or AccessKey(secrets.token_hex(10).upper(), secrets.token_urlsafe(30)),
+            clock=clock,
+            token_ttl=token_ttl,
         )
         self.host = host
         self.port_wanted = port
@@ -100,6 +132,16 @@ class Emulator:
     def token(self) -> str:
         """The token the emulator accepts as ``X-Auth-Token``."""
         return self._app.token
+
+    @property
+    def iam_user(self) -> IamUser:
+        """The IAM user it issues tokens to (its IAM endpoint is `base_url`)."""
+        return self._app.iam_user
+
+    @property
+    def access_key(self) -> AccessKey:
+        """The access key pair whose signatures it accepts."""
+        return self._app.access_key
 
     @property
     def project_ids(self) -> list[str]:
@@ -129,11 +171,25 @@ class Emulator:
         return self._app.projects[project_id].jobs
 
     def info(self) -> dict[str, Any]:
-        """What a script needs to use it: base URL, token and project ids."""
+        """
+        What a script needs to use it: base URL, project ids, and the (made-up)
+        credentials it accepts: token, IAM user, access key pair.
+        """
+        user, key = self.iam_user, self.access_key
         return {
             "base_url": self.base_url,
             "token": self.token,
             "project_ids": self.project_ids,
+            "iam_user": {
+                "name": user.name,
+                "password": user.password,
+                "domain": user.domain,
+            },
+            "access_key": {
+                "access_key": key.access_key,
+                "secret_key": key.secret_key,
+                "security_token": key.security_token,
+            },
         }
 
     async def start(self) -> None:

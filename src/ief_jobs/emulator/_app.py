@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
+import attrs
 import orjson
 from aiohttp import web
 
+from ief_jobs._signing import (
+    canonical_request,
+    encode_query,
+    parse_sdk_date,
+    signature,
+)
 from ief_jobs.models import JobType, SortOrder
 
 from ._data import make_job
@@ -24,6 +35,29 @@ _JOB_TYPES: Final = frozenset(t.value for t in JobType)
 _SORTS: Final = frozenset(s.value for s in SortOrder)
 _SERVER_ERRORS: Final = (502, 503, 504)  # the temporary kind a gateway sends
 _JSON: Final = "application/json"
+_SDK_DATE_SKEW: Final = 15 * 60  # IEF refuses an X-Sdk-Date further off than this
+_AUTHORIZATION: Final = re.compile(
+    r"SDK-HMAC-SHA256 Access=([^,\s]+), SignedHeaders=([^,\s]+), "
+    r"Signature=([0-9a-f]{64})"
+)
+
+
+@attrs.frozen
+class IamUser:
+    """An IAM user the emulator issues tokens to."""
+
+    name: str
+    password: str = attrs.field(repr=False)
+    domain: str
+
+
+@attrs.frozen
+class AccessKey:
+    """An access key pair the emulator accepts signatures from."""
+
+    access_key: str
+    secret_key: str = attrs.field(repr=False)
+    security_token: str | None = attrs.field(default=None, repr=False)
 
 
 class ProjectJobs:
@@ -63,6 +97,20 @@ class ProjectJobs:
         return job
 
 
+def _iam_error(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(
+            {"error": {"code": status, "message": message, "title": "Unauthorized"}}
+        ),
+        content_type=_JSON,
+    )
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     """An IEF-shaped error answer."""
     return web.Response(
@@ -82,9 +130,18 @@ class EmulatorApp:
         token: str,
         faults: Faults,
         seed: int,
+        iam_user: IamUser,
+        access_key: AccessKey,
+        clock: Callable[[], float],
+        token_ttl: float,
     ) -> None:
         self.projects = projects
         self.token = token
+        self.iam_user = iam_user
+        self.access_key = access_key
+        self.clock = clock
+        self.token_ttl = token_ttl
+        self.issued: dict[str, tuple[str, float]] = {}  # token: (project, expiry)
         self.faults = faults
         self.stats = Stats()
         self.rng = random.Random(seed)
@@ -95,6 +152,7 @@ class EmulatorApp:
         """The aiohttp application serving the list call."""
         app = web.Application(middlewares=[self._count, self._request_id])
         app.router.add_get("/v2/{project_id}/productmgr/jobs", self.list_jobs)
+        app.router.add_post("/v3/auth/tokens", self.issue_token)
         return app
 
     @web.middleware
@@ -155,14 +213,106 @@ class EmulatorApp:
             self._bucket_key = key
         return not self._bucket.take(now)
 
-    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
-        faults = self.faults
-        if request.headers.get("X-Auth-Token") != self.token:
+    def _authenticate(
+        self, request: web.Request, project_id: str
+    ) -> web.Response | None:
+        if "Authorization" in request.headers:
+            return self._check_signature(request)
+        token = request.headers.get("X-Auth-Token")
+        if token == self.token:
+            return None
+        issued = self.issued.get(token or "")
+        if issued is None or self.clock() >= issued[1]:
             return error_response(
                 401, "APIG.0301", "Incorrect IAM authentication information"
             )
+        if issued[0] != project_id:
+            return error_response(400, "IEF.011005", "Authentication failed")
+        return None
+
+    def _check_signature(self, request: web.Request) -> web.Response | None:
+        refused = error_response(
+            401, "APIG.0301", "Incorrect IAM authentication information"
+        )
+        match = _AUTHORIZATION.fullmatch(request.headers["Authorization"])
+        key = self.access_key
+        if match is None or match[1] != key.access_key:
+            return refused
+        sdk_date = request.headers.get("X-Sdk-Date", "")
+        when = parse_sdk_date(sdk_date)
+        if when is None:
+            return refused
+        if abs(self.clock() - when) > _SDK_DATE_SKEW:
+            return error_response(
+                401, "APIG.0303", "Incorrect app authentication information"
+            )
+        if key.security_token is not None and (
+            request.headers.get("X-Security-Token") != key.security_token
+        ):
+            return refused
+        names = match[2].split(";")
+        if "host" not in names or "x-sdk-date" not in names:
+            return refused
+        try:
+            signed = {name: request.headers[name] for name in names}
+        except KeyError:
+            return refused
+        path, _, query = request.raw_path.partition("?")
+        # the query must arrive exactly as the canonical form that was signed
+        if query != encode_query(parse_qsl(query, keep_blank_values=True)):
+            return refused
+        canonical, _ = canonical_request(request.method, path, query, signed)
+        expected = signature(key.secret_key, sdk_date, canonical)
+        if not secrets.compare_digest(expected, match[3]):
+            return refused
+        return None
+
+    async def issue_token(self, request: web.Request) -> web.Response:
+        """``POST /v3/auth/tokens``: IAM's password token call, scoped to a project."""
+        try:
+            body = orjson.loads(await request.read())
+            identity = body["auth"]["identity"]
+            user = identity["password"]["user"]
+            project_id = body["auth"]["scope"]["project"]["id"]
+            given = (user["name"], user["password"], user["domain"]["name"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _iam_error(400, "The request body is not a password token request.")
+        expected = self.iam_user
+        if "password" not in identity.get("methods", ()) or given != (
+            expected.name,
+            expected.password,
+            expected.domain,
+        ):
+            return _iam_error(401, "The username or password is wrong.")
+        if project_id not in self.projects:
+            return _iam_error(401, "The project is not in this account.")
+        now = self.clock()
+        token = "MII" + secrets.token_urlsafe(48)
+        self.issued[token] = (project_id, now + self.token_ttl)
+        self.stats.tokens_issued += 1
+        payload = {
+            "token": {
+                "expires_at": _iso(now + self.token_ttl),
+                "issued_at": _iso(now),
+                "methods": ["password"],
+                "project": {"id": project_id},
+                "user": {"name": expected.name, "domain": {"name": expected.domain}},
+            }
+        }
+        return web.Response(
+            status=201,
+            body=orjson.dumps(payload),
+            content_type=_JSON,
+            headers={"X-Subject-Token": token},
+        )
+
+    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
+        faults = self.faults
         project_id = request.match_info["project_id"]
+        refused = self._authenticate(request, project_id)
+        if refused is not None:
+            return refused
         project = self.projects.get(project_id)
         if project is None:
             # a real token is scoped to one project; any other is refused this way
