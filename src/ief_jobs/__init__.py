@@ -32,6 +32,7 @@ from .errors import (
 from .models import BatchJob, JobPage, JobStatus, JobType, Progress, SortOrder
 from .pagination import JobCountChanged
 from .retry import NO_RETRIES, RetryPolicy
+from .watch import JobEvent, JobEventKind
 
 __all__ = [
     "NO_RETRIES",
@@ -45,6 +46,8 @@ __all__ = [
     "IefClient",
     "IefError",
     "JobCountChanged",
+    "JobEvent",
+    "JobEventKind",
     "JobPage",
     "JobStatus",
     "JobType",

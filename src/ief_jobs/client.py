@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final, Literal, Self
 
@@ -33,6 +34,7 @@ from .fanout import merge_walks
 from .models import BatchJob, JobPage, JobType, Progress, SortOrder
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
+from .watch import JobEvent, watch
 
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient"]
 
@@ -616,6 +618,66 @@ class IefClient:
                 instance_id=instance_id,
             )
         ]
+
+    def watch_jobs(
+        self,
+        project_ids: Iterable[str],
+        *,
+        interval: float = 30.0,
+        job_type: JobType | str | None = None,
+        instance_id: str | None = None,
+        emit_existing: bool = False,
+        only_unfinished: bool = False,
+        skip_idle: bool = True,
+        report_after: int = 3,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncIterator[JobEvent]:
+        """
+        Re-list *project_ids* every *interval* seconds; yield `JobEvent`s.
+
+        Events: ``created``, ``status_changed`` (``old_status``, ``new_status``),
+        ``progress`` (task counts), ``finished`` (reached Successful,
+        Partially_successful, Failed, Stopped or Timed_out), ``deleted``, and
+        ``project_failed`` when a project's polls keep failing (the watch goes
+        on). The first listing yields nothing unless *emit_existing*.
+        *only_unfinished* follows only jobs not yet final; *skip_idle* lists a
+        project whose jobs are all final only when its ``job_count`` moves (one
+        request with ``limit=1``). A slow consumer delays the next poll; ``break``
+        or cancellation stops everything. See `ief_jobs.watch` for the details.
+
+        Example::
+
+            async for event in ief.watch_jobs(["p1", "p2"], interval=15):
+                if event.kind == "finished":
+                    print(event.job.job_name, event.new_status)
+        """
+        ids = list(dict.fromkeys(project_ids))
+        for project_id in ids:
+            check_project_id(project_id)
+
+        async def list_project(project_id: str) -> list[BatchJob]:
+            return await self.list_jobs(
+                project_id, job_type=job_type, instance_id=instance_id
+            )
+
+        async def count_project(project_id: str) -> int:
+            return await self.count_jobs(
+                project_id, job_type=job_type, instance_id=instance_id
+            )
+
+        return watch(
+            ids,
+            list_project=list_project,
+            count_project=count_project,
+            interval=interval,
+            emit_existing=emit_existing,
+            only_unfinished=only_unfinished,
+            skip_idle=skip_idle,
+            report_after=report_after,
+            clock=clock,
+            sleep=sleep,
+        )
 
     async def count_jobs(
         self,

@@ -342,6 +342,23 @@ class TestFaults:
         assert _ids(emulator.jobs(pid)[::-1]) == got
 
 
+def _assert_consistent(job: dict[str, object]) -> None:
+    ok, failed = job["task_success_count"], job["task_failed_count"]
+    assert isinstance(ok, int)
+    assert isinstance(failed, int)
+    assert ok + failed <= job["task_total_count"]  # type: ignore[operator]
+    assert job["status_last_updated_at"] >= job["created_at"]  # type: ignore[operator]
+    if job["status"] == JobStatus.SUCCESSFUL:
+        assert (ok, failed) == (job["task_total_count"], 0)
+    if job["status"] == JobStatus.PARTIALLY_SUCCESSFUL:
+        assert ok >= 1
+        assert failed >= 1
+    if job["status"] == JobStatus.FAILED:
+        assert failed >= 1
+    if job["status"] == JobStatus.WAITING:
+        assert (0, 0) == (ok, failed)
+
+
 class TestData:
     @given(seed=st.integers(0, 10_000), count=st.integers(0, 300))
     def test_seeded_jobs_are_realistic(self, seed: int, count: int) -> None:
@@ -353,16 +370,35 @@ class TestData:
         times = [j["created_at"] for j in jobs]
         assert sorted(set(times)) == times
         for job in jobs:
-            ok, failed = job["task_success_count"], job["task_failed_count"]
-            assert ok + failed <= job["task_total_count"]
-            assert job["status_last_updated_at"] >= job["created_at"]
-            if job["status"] == JobStatus.SUCCESSFUL:
-                assert (ok, failed) == (job["task_total_count"], 0)
-            if job["status"] == JobStatus.WAITING:
-                assert (0, 0) == (ok, failed)
+            _assert_consistent(job)
         if count >= len(JobStatus):
             assert {s.value for s in JobStatus} <= {j["status"] for j in jobs}
             assert {t.value for t in JobType} <= {j["job_type"] for j in jobs}
+
+    @given(seed=st.integers(0, 10_000), steps=st.lists(st.floats(0, 400), max_size=8))
+    async def test_running_jobs_advance_and_stay_consistent(
+        self, seed: int, steps: list[float]
+    ) -> None:
+        """In running mode, task counts only grow, final jobs stay final, every
+        state keeps IEF's rules, and within an hour of fake time all are final."""
+        now = [1_800_000_000.0]
+        async with Emulator(
+            projects=1, jobs=40, seed=seed, running=True, clock=lambda: now[0]
+        ) as emulator:
+            pid = emulator.project_ids[0]
+            last = {j["job_id"]: dict(j) for j in emulator.jobs(pid)}
+            for step in [*steps, 3600.0]:
+                now[0] += step
+                for job in emulator.jobs(pid):
+                    old = last[job["job_id"]]
+                    _assert_consistent(job)
+                    assert job["task_success_count"] >= old["task_success_count"]
+                    assert job["task_failed_count"] >= old["task_failed_count"]
+                    if JobStatus(old["status"]).is_final:
+                        assert old == job
+                    last[job["job_id"]] = dict(job)
+
+        assert all(JobStatus(j["status"]).is_final for j in last.values())
 
 
 class TestThrottling:

@@ -80,6 +80,9 @@ class Emulator:
         clock: Unix seconds, for token expiry and ``X-Sdk-Date`` (tests pass
             a fake, shared with the client's auth).
         token_ttl: Seconds an issued token lives (IAM's are 24 hours).
+        running: Waiting and running jobs advance on *clock*: they start,
+            their task counts grow, and they end Successful,
+            Partially_successful, Failed or Timed_out, each within minutes.
         host: Loopback only: tests and the demo never listen elsewhere.
         port: 0 picks a free port.
     """
@@ -98,6 +101,7 @@ class Emulator:
         access_key: AccessKey | None = None,
         clock: Callable[[], float] = time.time,
         token_ttl: float = 24 * 3600.0,
+        running: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -122,6 +126,7 @@ class Emulator:
             or AccessKey(secrets.token_hex(10).upper(), secrets.token_urlsafe(30)),
             clock=clock,
             token_ttl=token_ttl,
+            running=running,
         )
         self.host = host
         self.port_wanted = port
@@ -167,8 +172,13 @@ class Emulator:
         return f"http://{self.host}:{self._port}"
 
     def jobs(self, project_id: str) -> list[dict[str, Any]]:
-        """The project's current jobs as wire records, oldest first (a live view)."""
-        return self._app.projects[project_id].jobs
+        """
+        The project's current jobs as wire records, oldest first (a live view;
+        running jobs are brought to the clock's time first).
+        """
+        project = self._app.projects[project_id]
+        project.advance(self._app.clock())
+        return project.jobs
 
     def info(self) -> dict[str, Any]:
         """

@@ -24,9 +24,9 @@ from ief_jobs._signing import (
     parse_sdk_date,
     signature,
 )
-from ief_jobs.models import JobType, SortOrder
+from ief_jobs.models import JobStatus, JobType, SortOrder
 
-from ._data import make_job
+from ._data import RunPlan, make_job, plan_run
 from ._faults import Faults, Stats, TokenBucket, roll
 
 MAX_LIMIT: Final = 1000  # other IEF list calls accept 1..1000; the docs say none here
@@ -63,12 +63,31 @@ class AccessKey:
 class ProjectJobs:
     """One project's jobs, oldest first, with the filtered views cached."""
 
-    __slots__ = ("_by_type", "_next_created", "jobs")
+    __slots__ = ("_by_type", "_next_created", "jobs", "plans")
 
     def __init__(self, jobs: list[dict[str, Any]]) -> None:
         self.jobs = jobs
         self._by_type: dict[str, list[dict[str, Any]]] = {}
         self._next_created = (jobs[-1]["created_at"] + 1) if jobs else 1_700_000_000
+        self.plans: dict[str, RunPlan] | None = None  # jobs that run, when running
+
+    def start_running(self, rng: random.Random, now: float) -> None:
+        """From now on, waiting and running jobs advance with the clock."""
+        self.plans = {}
+        for job in self.jobs:
+            plan = plan_run(rng, job, now)
+            if plan is not None:
+                self.plans[job["job_id"]] = plan
+
+    def advance(self, now: float) -> None:
+        """Move every running job to its state at *now*; forget finished ones."""
+        if not self.plans:
+            return
+        by_id = {job["job_id"]: job for job in self.jobs}
+        for job_id, plan in list(self.plans.items()):
+            job = by_id.get(job_id)
+            if job is None or plan.apply(job, now):
+                del self.plans[job_id]
 
     def matching(self, job_type: str | None) -> list[dict[str, Any]]:
         """The jobs of *job_type* (all of them for None), oldest first."""
@@ -80,9 +99,16 @@ class ProjectJobs:
             ]
         return self._by_type[job_type]
 
-    def create(self, rng: random.Random) -> dict[str, Any]:
-        """Add a new job, newer than every other."""
-        job = make_job(rng, self._next_created)
+    def create(self, rng: random.Random, now: float | None = None) -> dict[str, Any]:
+        """Add a new job, newer than every other (waiting to run, when running)."""
+        if self.plans is None or now is None:
+            job = make_job(rng, self._next_created)
+        else:
+            self._next_created = max(self._next_created, int(now))
+            job = make_job(rng, self._next_created, status=JobStatus.WAITING.value)
+            plan = plan_run(rng, job, now)
+            if plan is not None:
+                self.plans[job["job_id"]] = plan
         self._next_created += 1
         self.jobs.append(job)
         self._by_type.clear()
@@ -134,6 +160,7 @@ class EmulatorApp:
         access_key: AccessKey,
         clock: Callable[[], float],
         token_ttl: float,
+        running: bool,
     ) -> None:
         self.projects = projects
         self.token = token
@@ -145,6 +172,10 @@ class EmulatorApp:
         self.faults = faults
         self.stats = Stats()
         self.rng = random.Random(seed)
+        if running:
+            now = clock()
+            for project in projects.values():
+                project.start_running(self.rng, now)
         self._bucket: TokenBucket | None = None
         self._bucket_key: tuple[float, int] | None = None
 
@@ -354,8 +385,10 @@ class EmulatorApp:
         if faults.page_cap is not None:
             limit = min(limit, faults.page_cap)
 
+        now = self.clock()
+        project.advance(now)
         for _ in range(faults.creates_per_request):
-            project.create(self.rng)
+            project.create(self.rng, now)
         for _ in range(faults.deletes_per_request):
             project.delete(self.rng)
         matching = project.matching(job_type)

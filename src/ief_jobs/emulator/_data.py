@@ -12,6 +12,8 @@ import uuid
 import zlib
 from typing import Any, Final
 
+import attrs
+
 from ief_jobs.models import JobStatus, JobType
 
 _JOB_TYPES: Final = tuple(t.value for t in JobType)
@@ -111,3 +113,77 @@ def generate_jobs(
         job_type = _JOB_TYPES[index] if index < len(_JOB_TYPES) else None
         jobs.append(make_job(rng, created, status=status, job_type=job_type))
     return jobs
+
+
+@attrs.frozen
+class RunPlan:
+    """
+    How one waiting or running job will go on: when it runs, how it ends.
+
+    Tasks finish evenly between *start* and *end*, from the counts the job had
+    when planned up to *final*; then the job takes *final_status*.
+    """
+
+    start: float
+    end: float
+    base: tuple[int, int]  # (success, failed) when planned
+    final: tuple[int, int]  # (success, failed) at the end
+    final_status: str
+
+    def apply(self, job: dict[str, Any], now: float) -> bool:
+        """Bring *job* to its state at *now*; True once it reached its end."""
+        if now < self.start:
+            return False
+        if now >= self.end:
+            status, (success, failed) = self.final_status, self.final
+            moved_at = self.end
+        else:
+            fraction = (now - self.start) / (self.end - self.start)
+            success, failed = (
+                base + int((final - base) * fraction)
+                for base, final in zip(self.base, self.final, strict=True)
+            )
+            status, moved_at = JobStatus.RUNNING.value, self.start
+        if job["status"] != status:
+            job["status"] = status
+            job["status_last_updated_at"] = max(int(moved_at), job["created_at"])
+        job["task_success_count"], job["task_failed_count"] = success, failed
+        return now >= self.end
+
+
+def plan_run(rng: random.Random, job: dict[str, Any], now: float) -> RunPlan | None:
+    """
+    A plan for a job that is not final yet (None for one that is): a waiting
+    one starts within two minutes, a paused one is resumed within five.
+    """
+    status = job["status"]
+    if status == JobStatus.RUNNING:
+        start = now
+    elif status == JobStatus.WAITING:
+        start = now + rng.uniform(5, 120)
+    elif status == JobStatus.STOPPING:  # paused, until someone resumes it
+        start = now + rng.uniform(30, 300)
+    else:
+        return None
+    total = job["task_total_count"]
+    base = (job["task_success_count"], job["task_failed_count"])
+    remaining = total - sum(base)
+    if remaining > 0 and rng.random() < 0.1:  # noqa: PLR2004 (one in ten times out)
+        left_open = rng.randint(1, remaining)
+        extra_failed = rng.randint(0, remaining - left_open)
+        final = (
+            base[0] + remaining - left_open - extra_failed,
+            base[1] + extra_failed,
+        )
+        final_status = JobStatus.TIMED_OUT.value
+    else:
+        # most tasks succeed; the counts then decide the status, as IEF's do
+        extra_failed = rng.choice((0, 0, 0, 0, rng.randint(0, remaining)))
+        final = (base[0] + remaining - extra_failed, base[1] + extra_failed)
+        if final[1] == 0:
+            final_status = JobStatus.SUCCESSFUL.value
+        elif final[0] == 0:
+            final_status = JobStatus.FAILED.value
+        else:
+            final_status = JobStatus.PARTIALLY_SUCCESSFUL.value
+    return RunPlan(start, start + rng.uniform(30, 600), base, final, final_status)

@@ -1,0 +1,104 @@
+"""watch_jobs against the emulator's running jobs, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ief_jobs import IefClient, JobEvent, JobEventKind, JobStatus, TokenAuth
+from ief_jobs.emulator import Emulator
+
+
+class Clock:
+    """Unix seconds that move only when the watch sleeps; the emulator and the
+    watch share it."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.sleeps = 0
+        self._waiters: list[tuple[int, asyncio.Event]] = []
+
+    async def reached(self, sleeps: int) -> None:
+        """Wait until the watch has slept *sleeps* times in all."""
+        event = asyncio.Event()
+        self._waiters.append((sleeps, event))
+        await event.wait()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        for target, event in self._waiters:
+            if self.sleeps >= target:
+                event.set()
+        await asyncio.sleep(0)
+
+
+async def test_every_transition_once_in_order_and_finished_jobs_cost_nothing() -> None:
+    clock = Clock()
+    async with Emulator(
+        projects=3, jobs=60, running=True, clock=clock, seed=4
+    ) as emulator:
+        before = {
+            pid: {j["job_id"]: j["status"] for j in emulator.jobs(pid)}
+            for pid in emulator.project_ids
+        }
+        unfinished = {
+            (pid, job_id)
+            for pid, jobs in before.items()
+            for job_id, status in jobs.items()
+            if not JobStatus(status).is_final
+        }
+        assert unfinished  # the seed gives jobs that will run
+        events: list[JobEvent] = []
+        async with IefClient(emulator.base_url, auth=TokenAuth(emulator.token)) as ief:
+            stream = ief.watch_jobs(
+                emulator.project_ids, interval=10, clock=clock, sleep=clock.sleep
+            )
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    events.append(event)
+                    finished = {
+                        (e.project_id, e.job.job_id)
+                        for e in events
+                        if e.kind == JobEventKind.FINISHED and e.job
+                    }
+                    if finished >= unfinished:
+                        break
+            # everything final now: a poll costs one count request per project
+            sent, slept = emulator.stats.requests, clock.sleeps
+            idle = ief.watch_jobs(
+                emulator.project_ids, interval=10, clock=clock, sleep=clock.sleep
+            )
+            task = asyncio.ensure_future(anext(idle))
+            await clock.reached(slept + 12)  # the baseline poll, then eleven idle
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await idle.aclose()  # type: ignore[attr-defined]
+            idle_requests = emulator.stats.requests - sent
+
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    for pid, job_id in unfinished:
+        mine = [
+            e for e in events if e.job and (e.project_id, e.job.job_id) == (pid, job_id)
+        ]
+        changes = [
+            (e.old_status, e.new_status)
+            for e in mine
+            if e.kind == JobEventKind.STATUS_CHANGED
+        ]
+        statuses = [before[pid][job_id], *(new for _, new in changes)]
+        # each transition once: every change starts where the last one ended
+        assert [old for old, _ in changes] == statuses[:-1]
+        assert len(set(statuses)) == len(statuses)
+        assert JobStatus(statuses[-1]).is_final
+        assert [JobEventKind.FINISHED] == [
+            e.kind for e in mine if e.kind == JobEventKind.FINISHED
+        ]
+        assert mine[-1].kind == JobEventKind.FINISHED
+    assert 3 + 11 * 3 == idle_requests  # each project listed once, then counted
+    assert [] == [t for t in others if not t.done()]
