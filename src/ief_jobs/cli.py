@@ -1,5 +1,5 @@
 """
-The ``ief-jobs`` command: ``demo``, ``list``, ``count`` and ``emulator``.
+The ``ief-jobs`` command: ``demo``, ``list``, ``count``, ``watch`` and ``emulator``.
 
 Needs the ``cli`` extra (click for the commands, rich for tables and progress).
 Credentials come from the environment (``HUAWEICLOUD_SDK_AK`` and
@@ -29,8 +29,11 @@ from . import (
     IamPasswordAuth,
     IefClient,
     IefError,
+    JobEvent,
+    JobEventKind,
     JobType,
     SortOrder,
+    TokenAuth,
     auth_from_env,
 )
 from .emulator import Emulator, Faults
@@ -132,6 +135,41 @@ def _job_json(project_id: str, job: BatchJob) -> bytes:
     )
 
 
+def _event_json(event: JobEvent) -> bytes:
+    job = event.job
+    return orjson.dumps(
+        {
+            "kind": event.kind.value,
+            "project_id": event.project_id,
+            "observed_at": event.observed_at.isoformat(),
+            "old_status": None if event.old_status is None else str(event.old_status),
+            "new_status": None if event.new_status is None else str(event.new_status),
+            "job": None
+            if job is None
+            else orjson.loads(_job_json(event.project_id, job)),
+            "error": None if event.error is None else str(event.error),
+        }
+    )
+
+
+def _event_line(event: JobEvent) -> str:
+    when = event.observed_at.strftime("%H:%M:%S")
+    where = event.project_id[:8]
+    job = event.job
+    if job is None:  # project_failed
+        failed = f"{event.failures} polls failed: {event.error}"
+        return f"{when}  {event.kind.value:14}  {where}  {failed}"
+    counts = f"{job.task_success_count}/{job.task_failed_count}/{job.task_total_count}"
+    change = (
+        f"{event.old_status} -> {event.new_status}"
+        if event.kind in {JobEventKind.STATUS_CHANGED, JobEventKind.FINISHED}
+        else str(job.status)
+    )
+    return (
+        f"{when}  {event.kind.value:14}  {where}  {job.job_name:24}  {change}  {counts}"
+    )
+
+
 def _summary(
     console: Console, jobs: list[tuple[str, BatchJob]], seconds: float
 ) -> None:
@@ -208,8 +246,60 @@ def demo(projects: int, jobs: int, latency: float) -> None:
                 f"With an IAM user's password instead: {sum(totals):,} jobs counted, "
                 f"{iam.token_requests} project-scoped tokens fetched."
             )
+        await _demo_watch(console)
 
     _run(run())
+
+
+class _DemoClock:
+    """Wall-clock seconds that jump when the watch sleeps: an hour in no time."""
+
+    def __init__(self, polls: int) -> None:
+        self.now = time.time()
+        self.polls_left = polls
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.polls_left -= 1
+        if self.polls_left <= 0:
+            raise _DemoOver
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class _DemoOver(Exception):  # noqa: N818 (a signal, not an error)
+    pass
+
+
+async def _demo_watch(console: Console) -> None:
+    polls, interval = 120, 30.0
+    console.print(
+        f"\nwatch_jobs over running jobs: {polls} polls {interval:.0f} s apart "
+        "(emulated time), the first events:"
+    )
+    clock = _DemoClock(polls)
+    kinds: Counter[str] = Counter()
+    async with (
+        Emulator(projects=2, jobs=30, seed=11, running=True, clock=clock) as emulator,
+        IefClient(emulator.base_url, auth=TokenAuth(emulator.token)) as ief,
+    ):
+        stream = ief.watch_jobs(
+            emulator.project_ids, interval=interval, clock=clock, sleep=clock.sleep
+        )
+        with contextlib.suppress(_DemoOver):
+            async for event in stream:
+                kinds[event.kind.value] += 1
+                if sum(kinds.values()) <= 10:  # noqa: PLR2004
+                    console.print("  " + _event_line(event))
+        requests = emulator.stats.requests
+    console.print(
+        "Events: "
+        + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        + f". {requests} requests for {polls} polls of "
+        f"{len(emulator.project_ids)} projects."
+    )
 
 
 def _client_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -338,6 +428,70 @@ def count(
 
 
 @main.command()
+@_client_options
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
+@click.option("--job-type", type=click.Choice(_JOB_TYPES), help="Only this type.")
+@click.option("--emit-existing", is_flag=True, help="First, a created event per job.")
+@click.option("--only-unfinished", is_flag=True, help="Follow only jobs not final yet.")
+@click.option(
+    "--max-events", type=click.IntRange(min=1), help="Stop after this many events."
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["lines", "jsonl"]),
+    default=None,
+    help="lines for people, jsonl for pipes (default: lines on a terminal).",
+)
+def watch(
+    project_ids: tuple[str, ...],
+    endpoint: str | None,
+    region: str | None,
+    instance_id: str | None,
+    insecure: bool,
+    interval: float,
+    job_type: str | None,
+    emit_existing: bool,
+    only_unfinished: bool,
+    max_events: int | None,
+    output: str | None,
+) -> None:
+    """Print the changes of PROJECT_IDS' batch jobs as they happen (Ctrl-C stops)."""
+    output = output or ("lines" if sys.stdout.isatty() else "jsonl")
+    client = _make_client(endpoint, region, instance_id, insecure)
+
+    async def run() -> None:
+        async with client as ief:
+            events = ief.watch_jobs(
+                project_ids,
+                interval=interval,
+                job_type=job_type,
+                emit_existing=emit_existing,
+                only_unfinished=only_unfinished,
+            )
+            async with contextlib.aclosing(events):
+                seen = 0
+                async for event in events:
+                    if output == "jsonl":
+                        sys.stdout.buffer.write(_event_json(event) + b"\n")
+                    else:
+                        click.echo(_event_line(event))
+                    sys.stdout.flush()  # a pipe hears each event as it comes
+                    seen += 1
+                    if seen == max_events:
+                        break
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(run())
+
+
+@main.command()
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--projects", default=3, show_default=True)
 @click.option("--jobs", default=250, show_default=True, help="Jobs per project.")
@@ -345,6 +499,9 @@ def count(
 @click.option("--latency", default=0.0, show_default=True, help="Seconds per answer.")
 @click.option("--page-cap", type=click.IntRange(min=1), help="Most records per page.")
 @click.option("--token", envvar="IEF_EMULATOR_TOKEN", help="Token to accept.")
+@click.option(
+    "--running", is_flag=True, help="Jobs run: statuses advance within minutes."
+)
 def emulator(
     port: int,
     projects: int,
@@ -353,6 +510,7 @@ def emulator(
     latency: float,
     page_cap: int | None,
     token: str | None,
+    running: bool,
 ) -> None:
     """Serve the IEF emulator on 127.0.0.1 until interrupted."""
 
@@ -365,6 +523,7 @@ def emulator(
             port=port,
             token=token,
             faults=faults,
+            running=running,
         ) as server:
             info = server.info()
             key = info["access_key"]

@@ -173,3 +173,48 @@ def test_demo_runs() -> None:
     assert 0 == result.exit_code, result.output
     assert "Listed 900 jobs from 3 projects" in result.stdout
     assert "Jobs per status" in result.stdout
+
+
+class TestWatch:
+    def test_jsonl_events(self, served: Emulator) -> None:
+        """watch --emit-existing prints a created event per job, oldest first."""
+        result = CliRunner().invoke(
+            main,
+            [
+                "watch",
+                "--format",
+                "jsonl",
+                "--emit-existing",
+                "--max-events",
+                "5",
+                served.project_ids[0],
+            ],
+            env=_env(served),
+        )
+
+        assert 0 == result.exit_code, result.output
+        events = [orjson.loads(line) for line in result.stdout.splitlines()]
+        oldest = [j["job_id"] for j in served.jobs(served.project_ids[0])[:5]]
+        assert oldest == [e["job"]["job_id"] for e in events]
+        assert {"created"} == {e["kind"] for e in events}
+        assert {served.project_ids[0]} == {e["project_id"] for e in events}
+
+    def test_readable_lines(self, served: Emulator) -> None:
+        result = CliRunner().invoke(
+            main,
+            [
+                "watch",
+                "--format",
+                "lines",
+                "--emit-existing",
+                "--max-events",
+                "2",
+                served.project_ids[1],
+            ],
+            env=_env(served),
+        )
+
+        assert 0 == result.exit_code, result.output
+        lines = result.stdout.splitlines()
+        assert 2 == len(lines)
+        assert all("created" in line for line in lines)

@@ -6,14 +6,20 @@ from datetime import datetime
 from typing import assert_type
 
 from ief_jobs import (
+    AkSkAuth,
+    Auth,
     BatchJob,
+    IamPasswordAuth,
     IefClient,
+    JobEvent,
+    JobEventKind,
     JobPage,
     JobStatus,
     JobType,
     SortOrder,
     ThrottledError,
     TokenAuth,
+    auth_from_env,
 )
 
 
@@ -36,3 +42,16 @@ async def use_api(token: str) -> None:
         pass
     except ThrottledError as exc:
         assert_type(exc.retry_after, float | None)
+
+
+async def use_credentials_and_watch(ak: str, sk: str, password: str) -> None:
+    signed = IefClient("https://ief.example.com", auth=AkSkAuth(ak, sk))
+    by_password = IamPasswordAuth("ops", password, "acme")
+    assert_type(IefClient.from_env(), IefClient)
+    assert_type(auth_from_env(), Auth | None)
+    async with signed as ief, by_password:
+        async for event in ief.watch_jobs(["p1"], interval=10):
+            assert_type(event, JobEvent)
+            assert_type(event.kind, JobEventKind)
+            assert_type(event.job, BatchJob | None)
+            assert_type(event.new_status, JobStatus | str | None)
