@@ -6,6 +6,7 @@ import logging
 import traceback
 from typing import Any
 
+import aiohttp
 import pytest
 
 from _support import no_sleep
@@ -203,3 +204,17 @@ class TestIamPassword:
         text = "".join(traceback.format_exception(error)) + repr(error) + repr(auth)
         assert "wrong-password-123" not in text
         assert 1 == auth.token_requests  # refused credentials are not retried
+
+
+async def test_a_token_beside_a_signature_decides() -> None:
+    """The official SDK signs with whatever keys it holds and adds a token: the
+    emulator, like IEF, lets the token decide (the benchmark's SDK baseline)."""
+    async with Emulator(projects=1, jobs=5, access_key=_KEY) as emulator:
+        url = f"{emulator.base_url}/v2/{emulator.project_ids[0]}/productmgr/jobs"
+        bogus = "SDK-HMAC-SHA256 Access=X, SignedHeaders=host, Signature=" + "0" * 64
+        async with aiohttp.ClientSession() as session:
+            with_token = {"Authorization": bogus, "X-Auth-Token": emulator.token}
+            async with session.get(url, headers=with_token) as response:
+                assert 200 == response.status
+            async with session.get(url, headers={"Authorization": bogus}) as response:
+                assert 401 == response.status

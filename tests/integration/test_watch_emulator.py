@@ -102,3 +102,28 @@ async def test_every_transition_once_in_order_and_finished_jobs_cost_nothing() -
         assert mine[-1].kind == JobEventKind.FINISHED
     assert 3 + 11 * 3 == idle_requests  # each project listed once, then counted
     assert [] == [t for t in others if not t.done()]
+
+
+async def test_a_failing_project_is_reported_and_the_others_go_on() -> None:
+    """A project IEF refuses is a project_failed event every third poll; the
+    running project's events keep coming in the same watch."""
+    clock = Clock()
+    async with Emulator(projects=1, jobs=40, running=True, clock=clock, seed=4) as emu:
+        gone = "ffffffffffffffffffffffffffffffff"
+        async with IefClient(emu.base_url, auth=TokenAuth(emu.token)) as ief:
+            stream = ief.watch_jobs(
+                [gone, *emu.project_ids], interval=10, clock=clock, sleep=clock.sleep
+            )
+            async with contextlib.aclosing(stream):
+                events = []
+                async for event in stream:
+                    events.append(event)
+                    if len(events) == 30:
+                        break
+
+    failed = [e for e in events if e.kind == JobEventKind.PROJECT_FAILED]
+    assert failed
+    assert {gone} == {e.project_id for e in failed}
+    assert [3, 6, 9][: len(failed)] == [e.failures for e in failed][:3]
+    assert all(e.error is not None and e.error.project_id == gone for e in failed)
+    assert {emu.project_ids[0]} == {e.project_id for e in events if e not in failed}
