@@ -730,11 +730,9 @@ def _check_walk(
         raise ValueError(msg)
 
 
-# another attempt would meet the same certificate, or the same bomb
-_NOT_RETRYABLE: Final = (
-    aiohttp.ClientSSLError,
-    aiohttp.ClientConnectorCertificateError,
-)
+# another attempt would meet the same certificate (the certificate error is
+# a ClientSSLError too)
+_NOT_RETRYABLE: Final = aiohttp.ClientSSLError
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
