@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 __all__ = [
     "ALGORITHM",
     "authorization",
+    "canonical_query",
     "canonical_request",
     "encode_query",
     "format_sdk_date",
@@ -54,7 +55,8 @@ def encode_query(pairs: Iterable[tuple[str, str]]) -> str:
     )
 
 
-def _canonical_query(raw_query: str) -> str:
+def canonical_query(raw_query: str) -> str:
+    """The canonical form of a query string as it arrived (percent-encoded)."""
     pairs = []
     for part in raw_query.split("&") if raw_query else ():
         name, _, value = part.partition("=")
@@ -87,7 +89,7 @@ def canonical_request(
     lines = [
         method.upper(),
         _canonical_uri(raw_path),
-        _canonical_query(raw_query),
+        canonical_query(raw_query),
         "".join(f"{name}:{value}\n" for name, value in canonical_headers),
         signed_headers,
         hashlib.sha256(body).hexdigest(),

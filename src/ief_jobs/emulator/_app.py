@@ -12,15 +12,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 import attrs
 import orjson
 from aiohttp import web
 
 from ief_jobs._signing import (
+    canonical_query,
     canonical_request,
-    encode_query,
     parse_sdk_date,
     signature,
 )
@@ -69,24 +68,26 @@ class ProjectJobs:
         self.jobs = jobs
         self._by_type: dict[str, list[dict[str, Any]]] = {}
         self._next_created = (jobs[-1]["created_at"] + 1) if jobs else 1_700_000_000
-        self.plans: dict[str, RunPlan] | None = None  # jobs that run, when running
+        # when running: each job that runs, with its plan, by id
+        self.plans: dict[str, tuple[dict[str, Any], RunPlan]] | None = None
+
+    def _plan(self, rng: random.Random, job: dict[str, Any], now: float) -> None:
+        plan = plan_run(rng, job, now)
+        if plan is not None and self.plans is not None:
+            self.plans[job["job_id"]] = (job, plan)
 
     def start_running(self, rng: random.Random, now: float) -> None:
-        """From now on, waiting and running jobs advance with the clock."""
+        """From now on, jobs not final yet advance with the clock."""
         self.plans = {}
         for job in self.jobs:
-            plan = plan_run(rng, job, now)
-            if plan is not None:
-                self.plans[job["job_id"]] = plan
+            self._plan(rng, job, now)
 
     def advance(self, now: float) -> None:
         """Move every running job to its state at *now*; forget finished ones."""
         if not self.plans:
             return
-        by_id = {job["job_id"]: job for job in self.jobs}
-        for job_id, plan in list(self.plans.items()):
-            job = by_id.get(job_id)
-            if job is None or plan.apply(job, now):
+        for job_id, (job, plan) in list(self.plans.items()):
+            if plan.apply(job, now):
                 del self.plans[job_id]
 
     def matching(self, job_type: str | None) -> list[dict[str, Any]]:
@@ -106,9 +107,7 @@ class ProjectJobs:
         else:
             self._next_created = max(self._next_created, int(now))
             job = make_job(rng, self._next_created, status=JobStatus.WAITING.value)
-            plan = plan_run(rng, job, now)
-            if plan is not None:
-                self.plans[job["job_id"]] = plan
+            self._plan(rng, job, now)
         self._next_created += 1
         self.jobs.append(job)
         self._by_type.clear()
@@ -120,6 +119,8 @@ class ProjectJobs:
             return None
         job = self.jobs.pop(rng.randrange(len(self.jobs)))
         self._by_type.clear()
+        if self.plans:
+            self.plans.pop(job["job_id"], None)
         return job
 
 
@@ -135,6 +136,11 @@ def _iam_error(status: int, message: str) -> web.Response:
 
 def _iso(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _refused() -> web.Response:
+    # IEF's one answer to a missing, wrong or expired token and a bad signature
+    return error_response(401, "APIG.0301", "Incorrect IAM authentication information")
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -256,25 +262,20 @@ class EmulatorApp:
             return None
         issued = self.issued.get(token or "")
         if issued is None or self.clock() >= issued[1]:
-            return error_response(
-                401, "APIG.0301", "Incorrect IAM authentication information"
-            )
+            return _refused()
         if issued[0] != project_id:
             return error_response(400, "IEF.011005", "Authentication failed")
         return None
 
     def _check_signature(self, request: web.Request) -> web.Response | None:
-        refused = error_response(
-            401, "APIG.0301", "Incorrect IAM authentication information"
-        )
         match = _AUTHORIZATION.fullmatch(request.headers["Authorization"])
         key = self.access_key
         if match is None or match[1] != key.access_key:
-            return refused
+            return _refused()
         sdk_date = request.headers.get("X-Sdk-Date", "")
         when = parse_sdk_date(sdk_date)
         if when is None:
-            return refused
+            return _refused()
         if abs(self.clock() - when) > _SDK_DATE_SKEW:
             return error_response(
                 401, "APIG.0303", "Incorrect app authentication information"
@@ -282,22 +283,22 @@ class EmulatorApp:
         if key.security_token is not None and (
             request.headers.get("X-Security-Token") != key.security_token
         ):
-            return refused
+            return _refused()
         names = match[2].split(";")
         if "host" not in names or "x-sdk-date" not in names:
-            return refused
+            return _refused()
         try:
             signed = {name: request.headers[name] for name in names}
         except KeyError:
-            return refused
+            return _refused()
         path, _, query = request.raw_path.partition("?")
         # the query must arrive exactly as the canonical form that was signed
-        if query != encode_query(parse_qsl(query, keep_blank_values=True)):
-            return refused
+        if query != canonical_query(query):
+            return _refused()
         canonical, _ = canonical_request(request.method, path, query, signed)
         expected = signature(key.secret_key, sdk_date, canonical)
         if not secrets.compare_digest(expected, match[3]):
-            return refused
+            return _refused()
         return None
 
     async def issue_token(self, request: web.Request) -> web.Response:
