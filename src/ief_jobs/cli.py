@@ -118,21 +118,23 @@ def _jobs_table(jobs: Sequence[tuple[str, BatchJob]], *, title: str) -> Table:
 
 
 def _job_json(project_id: str, job: BatchJob) -> bytes:
-    return orjson.dumps(
-        {
-            "project_id": project_id,
-            "job_id": job.job_id,
-            "job_name": job.job_name,
-            "job_type": str(job.job_type),
-            "created_at": job.created_at.isoformat(),
-            "status": str(job.status),
-            "task_total_count": job.task_total_count,
-            "task_success_count": job.task_success_count,
-            "task_failed_count": job.task_failed_count,
-            "status_last_updated_at": job.status_last_updated_at.isoformat(),
-            "description": job.description,
-        }
-    )
+    return orjson.dumps(_job_fields(project_id, job))
+
+
+def _job_fields(project_id: str, job: BatchJob) -> dict[str, object]:
+    return {
+        "project_id": project_id,
+        "job_id": job.job_id,
+        "job_name": job.job_name,
+        "job_type": str(job.job_type),
+        "created_at": job.created_at.isoformat(),
+        "status": str(job.status),
+        "task_total_count": job.task_total_count,
+        "task_success_count": job.task_success_count,
+        "task_failed_count": job.task_failed_count,
+        "status_last_updated_at": job.status_last_updated_at.isoformat(),
+        "description": job.description,
+    }
 
 
 def _event_json(event: JobEvent) -> bytes:
@@ -144,9 +146,7 @@ def _event_json(event: JobEvent) -> bytes:
             "observed_at": event.observed_at.isoformat(),
             "old_status": None if event.old_status is None else str(event.old_status),
             "new_status": None if event.new_status is None else str(event.new_status),
-            "job": None
-            if job is None
-            else orjson.loads(_job_json(event.project_id, job)),
+            "job": None if job is None else _job_fields(event.project_id, job),
             "error": None if event.error is None else str(event.error),
         }
     )
