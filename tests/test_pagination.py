@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ief_jobs import BatchJob, JobPage, JobStatus, JobType, Progress
-from ief_jobs.pagination import walk_pages
+from ief_jobs.models import ListQuery
+from ief_jobs.pagination import FetchPage, walk_pages
 
 _T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -58,8 +61,24 @@ class FakeServer:
         )
 
 
-async def _walk(server: FakeServer, **kwargs: object) -> list[JobPage]:
-    return [p async for p in walk_pages(server.fetch, project_id="p", **kwargs)]  # type: ignore[arg-type]
+def _walk_pages(
+    fetch: FetchPage,
+    *,
+    window: int = 1,
+    on_progress: Callable[[Progress], None] | None = None,
+    **query: Any,
+) -> AsyncGenerator[JobPage, None]:
+    return walk_pages(
+        fetch,
+        ListQuery(**query),
+        project_id="p",
+        window=window,
+        on_progress=on_progress,
+    )
+
+
+async def _walk(server: FakeServer, **kwargs: Any) -> list[JobPage]:
+    return [p async for p in _walk_pages(server.fetch, **kwargs)]
 
 
 class TestWalk:
@@ -127,7 +146,7 @@ class TestWalk:
                 return JobPage(project_id="p", offset=offset, job_count=100, jobs=())
             return page
 
-        pages = [p async for p in walk_pages(shrinking, project_id="p", page_size=10)]
+        pages = [p async for p in _walk_pages(shrinking, page_size=10)]
 
         assert 30 == sum(len(p.jobs) for p in pages)
 
@@ -138,23 +157,18 @@ class TestWalk:
         async def generous(offset: int, limit: int) -> JobPage:
             return await server.fetch(offset, limit + 5)
 
-        pages = [
-            p
-            async for p in walk_pages(
-                generous, project_id="p", page_size=10, max_items=25
-            )
-        ]
+        pages = [p async for p in _walk_pages(generous, page_size=10, max_items=25)]
 
         assert server.jobs[:25] == [j for p in pages for j in p.jobs]
 
     async def test_break_cancels_pages_in_flight(self) -> None:
         """Closing the walk early cancels the prefetched pages at once."""
         server = FakeServer(1000, delay=0.05)
-        walk = walk_pages(server.fetch, project_id="p", page_size=10, window=8)
+        walk = _walk_pages(server.fetch, page_size=10, window=8)
 
         first = await anext(walk)
         await anext(walk)  # the window is now in flight
-        await walk.aclose()  # type: ignore[attr-defined]
+        await walk.aclose()
 
         assert 10 == len(first.jobs)
         assert 0 == server.in_flight
@@ -188,9 +202,7 @@ class TestDrift:
         with pytest.warns(UserWarning, match="job_count"):
             jobs = [
                 j
-                for p in [
-                    p async for p in walk_pages(growing, project_id="p", page_size=10)
-                ]
+                for p in [p async for p in _walk_pages(growing, page_size=10)]
                 for j in p.jobs
             ]
 
@@ -212,9 +224,7 @@ class TestDrift:
         with pytest.warns(UserWarning, match="job_count"):
             jobs = [
                 j
-                for p in [
-                    p async for p in walk_pages(shrinking, project_id="p", page_size=10)
-                ]
+                for p in [p async for p in _walk_pages(shrinking, page_size=10)]
                 for j in p.jobs
             ]
 

@@ -1,9 +1,11 @@
 """
-`IefClient`: one aiohttp session, one request -> one `JobPage`, and the public walks.
+`IefClient`: the public methods of the listing, over one `Transport`.
 
-This is the one module that talks aiohttp. The walks themselves
-(`ief_jobs.pagination`, `ief_jobs.fanout`) are functions of a ``fetch_page``
-callable and know nothing of HTTP; the client hands them `IefClient._fetch_page`.
+Each public method checks its arguments and builds one `ListQuery` where it is
+called, before any request; the query then travels unchanged to the walks
+(`ief_jobs.pagination`, `ief_jobs.fanout`, `ief_jobs.watch`: functions of
+fetch callables, no HTTP) and to the transport (`ief_jobs.transport`), which
+turns one request into one `JobPage`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import re
 import time
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -24,38 +25,22 @@ from types import TracebackType
 from typing import Final, Literal, Self
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from yarl import URL
 
-from ._signing import encode_query
-from .auth import Auth, RefreshableAuth, auth_from_env
-from .codec import decode_page
-from .errors import (
-    AuthenticationError,
-    IefError,
-    ThrottledError,
-    TransportError,
-    error_from_response,
-)
+from .auth import Auth, auth_from_env
 from .fanout import merge_walks
-from .models import BatchJob, JobPage, JobType, Progress, SortOrder
+from .models import BatchJob, JobPage, JobType, ListQuery, Progress, SortOrder
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
+from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from .watch import JobEvent, watch
 
-__all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient"]
+__all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient", "check_project_id"]
 
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_CONCURRENCY: Final = 32
-# Per request: connecting should be quick; a page is small, so a long silence
-# means a stuck server, not a slow one.
-DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
-    total=60, connect=10, sock_connect=10, sock_read=30
-)
-DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
 _PROJECT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
-_CHUNK: Final = 64 * 1024
 
 ErrorPolicy = Literal["raise", "collect"]
 
@@ -66,6 +51,17 @@ def check_project_id(project_id: str) -> str:
         msg = f"project id must be letters, digits, '-' or '_', not {project_id!r}"
         raise ValueError(msg)
     return project_id
+
+
+def _project_list(project_ids: Iterable[str]) -> list[str]:
+    # a lone string is iterable too: "p1" must not list the projects "p" and "1"
+    if isinstance(project_ids, str | bytes):
+        msg = (
+            "project_ids must be a collection of project ids, not a single "
+            f"{type(project_ids).__name__} ({project_ids!r}): wrap it in a list"
+        )
+        raise TypeError(msg)
+    return [check_project_id(pid) for pid in dict.fromkeys(project_ids)]
 
 
 class IefClient:
@@ -102,25 +98,7 @@ class IefClient:
                 print(job.job_name, job.status)
     """
 
-    __slots__ = (
-        "_auth",
-        "_base_path",
-        "_closed",
-        "_endpoint",
-        "_instance_id",
-        "_limiter",
-        "_max_body_size",
-        "_owns_session",
-        "_rate_limiter",
-        "_retry",
-        "_session",
-        "_timeout",
-        "_verify_ssl",
-        "adaptive",
-        "concurrency",
-        "page_size",
-        "requests_sent",
-    )
+    __slots__ = ("_endpoint", "_transport", "concurrency", "page_size")
 
     def __init__(
         self,
@@ -150,30 +128,26 @@ class IefClient:
         ):
             msg = "endpoint must carry no credentials, query or fragment"
             raise ValueError(msg)
-        _check_page_size(page_size)
-        self._endpoint = endpoint
-        self._base_path = endpoint.path.rstrip("/")
-        self._auth = auth
-        self._instance_id = instance_id
-        self._session = session
-        self._owns_session = session is None
-        self._closed = False
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._timeout = timeout
-        self._max_body_size = max_body_size
-        self._verify_ssl = verify_ssl
-        self._limiter = AdaptiveLimiter(concurrency)
+        ListQuery(page_size=page_size)  # the same check as every call's
         if rate_limit is not None and not rate_limit > 0:
             msg = f"rate_limit must be above 0 requests a second, not {rate_limit}"
             raise ValueError(msg)
-        # a bucket of one, refilled rate_limit times a second: no bursts
-        self._rate_limiter = (
-            None if rate_limit is None else AsyncLimiter(1, 1.0 / rate_limit)
+        self._endpoint = endpoint
+        self._transport = Transport(
+            endpoint,
+            auth=auth,
+            instance_id=instance_id,
+            session=session,
+            concurrency=concurrency,
+            retry=retry if retry is not None else RetryPolicy(),
+            timeout=timeout,
+            max_body_size=max_body_size,
+            verify_ssl=verify_ssl,
+            adaptive=adaptive,
+            rate_limit=rate_limit,
         )
         self.concurrency = concurrency
         self.page_size = page_size
-        self.adaptive = adaptive
-        self.requests_sent = 0
 
     @classmethod
     def from_env(
@@ -227,7 +201,7 @@ class IefClient:
         return cls(f"https://ief.{region}.myhuaweicloud.com", **kwargs)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        return f"IefClient({str(self._endpoint)!r}, auth={self._auth!r})"
+        return f"IefClient({str(self._endpoint)!r}, auth={self._transport._auth!r})"  # noqa: SLF001
 
     @property
     def endpoint(self) -> URL:
@@ -237,15 +211,25 @@ class IefClient:
     @property
     def closed(self) -> bool:
         """Whether `aclose` was called."""
-        return self._closed
+        return self._transport.closed
 
     @property
     def limiter(self) -> AdaptiveLimiter:
         """The client-wide bound on requests in flight."""
-        return self._limiter
+        return self._transport.limiter
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far, retries included."""
+        return self._transport.requests_sent
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the in-flight bound halves on 429 and grows back on success."""
+        return self._transport.adaptive
 
     async def __aenter__(self) -> Self:
-        self._ensure_session()
+        self._transport.ensure_session()
         return self
 
     async def __aexit__(
@@ -261,199 +245,42 @@ class IefClient:
         Close the session if this client created it, and the auth's own
         resources (`IamPasswordAuth`'s IAM session). Idempotent.
         """
-        if self._closed:
-            return
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
-        close_auth = getattr(self._auth, "aclose", None)
-        if close_auth is not None:  # IamPasswordAuth's IAM session
-            await close_auth()
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            msg = "this IefClient is closed"
-            raise RuntimeError(msg)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                # bodies are bounded by max_body_size; the pool by our own limiter
-                connector=aiohttp.TCPConnector(limit=0, ssl=self._verify_ssl),
-            )
-        return self._session
-
-    # -- one request -> one page ------------------------------------------------
-
-    async def _fetch_page(
-        self,
-        project_id: str,
-        *,
-        offset: int,
-        limit: int,
-        job_type: JobType | str | None = None,
-        sort: SortOrder | str | None = None,
-        instance_id: str | None = None,
-    ) -> JobPage:
-        """Fetch one page, with retries; errors name the project and offset."""
-        query = [("limit", str(limit)), ("offset", str(offset))]
-        if job_type is not None:
-            query.append(("job_type", str(job_type)))
-        if sort is not None:
-            query.append(("sort", str(sort)))
-        path = self._endpoint.with_path(
-            f"{self._base_path}/v2/{project_id}/productmgr/jobs"
-        )
-        # encoded by the signer's rules and sent as is: what AkSkAuth signs is
-        # byte for byte what goes on the wire (":" as %3A, names sorted)
-        url = URL(f"{path}?{encode_query(query)}", encoded=True)
-        instance = instance_id if instance_id is not None else self._instance_id
-        attempt_number = 0
-        try:
-            async for attempt in self._retry.retrying():
-                with attempt:
-                    attempt_number = attempt.retry_state.attempt_number
-                    return await self._send(url, project_id, offset, instance)
-        except IefError as exc:
-            exc.attempts = attempt_number
-            raise
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    async def _send(
-        self, url: URL, project_id: str, offset: int, instance_id: str | None
-    ) -> JobPage:
-        session = self._ensure_session()
-        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
-        if instance_id is not None:
-            headers["ief-instance-id"] = instance_id
-        refreshed = False
-        while True:
-            sent = dict(headers)
-            ticket = await self._limiter.acquire()
-            try:
-                if self._rate_limiter is not None:
-                    await self._rate_limiter.acquire()
-                # signed last, so X-Sdk-Date is not aged by the wait for a slot
-                await self._authorize(url, sent, project_id, offset)
-                status, body, answer_headers = await self._request(
-                    session, url, sent, project_id, offset
-                )
-            finally:
-                self._limiter.release()
-            request_id = answer_headers.get("X-Request-Id")
-            if 200 <= status < 300:  # noqa: PLR2004
-                if self.adaptive:
-                    self._limiter.succeeded()
-                return decode_page(
-                    body, project_id=project_id, offset=offset, request_id=request_id
-                )
-            error = error_from_response(
-                status, body, answer_headers, project_id=project_id, offset=offset
-            )
-            if isinstance(error, ThrottledError) and self.adaptive:
-                self._limiter.throttled(ticket)
-            if (
-                isinstance(error, AuthenticationError)
-                and status == 401  # noqa: PLR2004
-                and not refreshed
-                and isinstance(self._auth, RefreshableAuth)
-                and await self._auth.refresh(url, sent)
-            ):
-                refreshed = True
-                continue
-            raise error
-
-    async def _authorize(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> None:
-        try:
-            await self._auth.apply("GET", url, headers)
-        except IefError as exc:  # an IAM failure: say which page it stopped
-            exc.project_id = exc.project_id or project_id
-            exc.offset = offset if exc.offset is None else exc.offset
-            raise
-
-    async def _request(
-        self,
-        session: aiohttp.ClientSession,
-        url: URL,
-        headers: dict[str, str],
-        project_id: str,
-        offset: int,
-    ) -> tuple[int, bytes, dict[str, str]]:
-        self.requests_sent += 1
-        try:
-            # a redirect would carry our credentials wherever it points: never follow
-            async with session.get(
-                url, headers=headers, allow_redirects=False
-            ) as response:
-                body = await self._read_body(response, project_id, offset)
-                answer_headers = {
-                    name: response.headers[name]
-                    for name in ("X-Request-Id", "Retry-After", "Location")
-                    if name in response.headers
-                }
-                return response.status, body, answer_headers
-        except TimeoutError:
-            raise TransportError(
-                reason="timed out", project_id=project_id, offset=offset
-            ) from None
-        except aiohttp.ClientError as exc:
-            # not chained: aiohttp's errors can hold the request, headers included
-            raise TransportError(
-                reason=_describe_client_error(exc),
-                project_id=project_id,
-                offset=offset,
-                retryable=not isinstance(exc, _NOT_RETRYABLE),
-            ) from None
-
-    async def _read_body(
-        self, response: aiohttp.ClientResponse, project_id: str, offset: int
-    ) -> bytes:
-        limit = self._max_body_size
-        length = response.content_length
-        if length is not None and length > limit:
-            raise TransportError(
-                reason=f"response body of {length} bytes exceeds max_body_size {limit}",
-                project_id=project_id,
-                offset=offset,
-                retryable=False,
-            )
-        if length is not None and "Content-Encoding" not in response.headers:
-            return await response.read()
-        # compressed or unsized: count what arrives, so a bomb stops at the bound
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            body += chunk
-            if len(body) > limit:
-                raise TransportError(
-                    reason=f"response body exceeds max_body_size {limit}",
-                    project_id=project_id,
-                    offset=offset,
-                    retryable=False,
-                )
-        return bytes(body)
+        await self._transport.aclose()
 
     # -- the walks ------------------------------------------------------------
 
-    def _page_fetcher(
+    def _query(
+        self,
+        *,
+        job_type: JobType | str | None = None,
+        sort: SortOrder | str | None = None,
+        page_size: int | None = None,
+        offset: int = 0,
+        max_items: int | None = None,
+        instance_id: str | None = None,
+    ) -> ListQuery:
+        return ListQuery(
+            job_type=job_type,
+            sort=sort,  # the converter checks the text
+            page_size=self.page_size if page_size is None else page_size,
+            offset=offset,
+            max_items=max_items,
+            instance_id=instance_id,
+        )
+
+    def _walk(
         self,
         project_id: str,
-        job_type: JobType | str | None,
-        sort: SortOrder | str | None,
-        instance_id: str | None,
-    ) -> Callable[[int, int], asyncio.Future[JobPage] | object]:
-        async def fetch(offset: int, limit: int) -> JobPage:
-            return await self._fetch_page(
-                project_id,
-                offset=offset,
-                limit=limit,
-                job_type=job_type,
-                sort=sort,
-                instance_id=instance_id,
-            )
-
-        return fetch
+        query: ListQuery,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> AsyncGenerator[JobPage, None]:
+        return walk_pages(
+            self._transport.page_fetcher(project_id, query),
+            query,
+            project_id=project_id,
+            window=self.concurrency,
+            on_progress=on_progress,
+        )
 
     def iter_pages(
         self,
@@ -466,7 +293,7 @@ class IefClient:
         max_items: int | None = None,
         instance_id: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncIterator[JobPage]:
+    ) -> AsyncGenerator[JobPage, None]:
         """
         Yield the pages of *project_id*'s listing, in order.
 
@@ -474,7 +301,8 @@ class IefClient:
         concurrently (within the client's bound) and still yielded in order.
         Each page carries its ``offset`` and ``next_offset``: resume a listing
         with ``offset=page.next_offset``. The first page is yielded even when
-        empty, so ``job_count`` is always seen.
+        empty, so ``job_count`` is always seen. Arguments are checked here, at
+        the call, before any request.
 
         Example::
 
@@ -482,25 +310,23 @@ class IefClient:
                 print(page.offset, len(page.jobs), page.job_count)
 
         Raises:
-            ValueError: A bad argument, before any request.
+            ValueError: A bad argument, at the call.
             ApiError: IEF refused a page (after retries, where they apply).
             TransportError: No usable answer for a page.
             DecodeError: A page was not the documented JSON.
         """
-        size = self.page_size if page_size is None else page_size
-        _check_walk(project_id, size, offset, max_items)
-        return walk_pages(
-            self._page_fetcher(project_id, job_type, sort, instance_id),  # type: ignore[arg-type]
-            project_id=project_id,
-            offset=offset,
-            page_size=size,
-            max_items=max_items,
-            window=self.concurrency,
+        check_project_id(project_id)
+        query = self._query(
+            job_type=job_type,
             sort=sort,
-            on_progress=on_progress,
+            page_size=page_size,
+            offset=offset,
+            max_items=max_items,
+            instance_id=instance_id,
         )
+        return self._walk(project_id, query, on_progress)
 
-    async def iter_jobs(
+    def iter_jobs(
         self,
         project_id: str,
         *,
@@ -511,12 +337,12 @@ class IefClient:
         max_items: int | None = None,
         instance_id: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncIterator[BatchJob]:
+    ) -> AsyncGenerator[BatchJob, None]:
         """
         Yield every batch job of *project_id*, page after page, in order.
 
         Stops after ``job_count`` records (or *max_items*) and never asks for a
-        page past the end. Arguments as for `iter_pages`.
+        page past the end. Arguments as for `iter_pages`, checked at the call.
 
         Example::
 
@@ -533,14 +359,9 @@ class IefClient:
             instance_id=instance_id,
             on_progress=on_progress,
         )
-        try:
-            async for page in pages:
-                for job in page.jobs:
-                    yield job
-        finally:
-            await pages.aclose()  # type: ignore[attr-defined]
+        return _jobs_of(pages)
 
-    async def iter_jobs_many(
+    def iter_jobs_many(
         self,
         project_ids: Iterable[str],
         *,
@@ -551,13 +372,14 @@ class IefClient:
         instance_id: str | None = None,
         errors: ErrorPolicy = "raise",
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncIterator[tuple[str, BatchJob]]:
+    ) -> AsyncGenerator[tuple[str, BatchJob], None]:
         """
         List every project at once; yield ``(project_id, job)`` as pages arrive.
 
         All projects share the client's one bound on requests in flight. Each
         project's records come in that project's order; projects interleave.
         A project id given twice is listed once. *max_items* applies per project.
+        Arguments are checked at the call, before any request.
 
         With ``errors="raise"`` (the default) the first failure cancels the
         rest and is raised. With ``errors="collect"`` every other project
@@ -572,32 +394,22 @@ class IefClient:
         if errors not in {"raise", "collect"}:
             msg = f"errors must be 'raise' or 'collect', not {errors!r}"
             raise ValueError(msg)
-        unique = list(dict.fromkeys(project_ids))
-        size = self.page_size if page_size is None else page_size
-        for project_id in unique:
-            _check_walk(project_id, size, 0, max_items)
-
-        def walk(project_id: str) -> AsyncIterator[JobPage]:
-            return self.iter_pages(
-                project_id,
-                job_type=job_type,
-                sort=sort,
-                page_size=size,
-                max_items=max_items,
-                instance_id=instance_id,
-                on_progress=on_progress,
-            )
-
-        pages = merge_walks(
-            unique, walk, collect_errors=errors == "collect", buffer=self.concurrency
+        unique = _project_list(project_ids)
+        query = self._query(
+            job_type=job_type,
+            sort=sort,
+            page_size=page_size,
+            max_items=max_items,
+            instance_id=instance_id,
         )
-        try:
-            async for page in pages:
-                project_id = page.project_id
-                for job in page.jobs:
-                    yield project_id, job
-        finally:
-            await pages.aclose()  # type: ignore[attr-defined]
+        pages = merge_walks(
+            unique,
+            lambda project_id: self._walk(project_id, query, on_progress),
+            collect_errors=errors == "collect",
+            buffer=self.concurrency,
+            active=self.concurrency,
+        )
+        return _pairs_of(pages)
 
     async def list_jobs(
         self,
@@ -615,16 +427,14 @@ class IefClient:
 
             jobs = await ief.list_jobs("p1", sort=SortOrder.CREATED_AT_ASC)
         """
-        return [
-            job
-            async for job in self.iter_jobs(
-                project_id,
-                job_type=job_type,
-                sort=sort,
-                max_items=max_items,
-                instance_id=instance_id,
-            )
-        ]
+        jobs = self.iter_jobs(
+            project_id,
+            job_type=job_type,
+            sort=sort,
+            max_items=max_items,
+            instance_id=instance_id,
+        )
+        return [job async for job in jobs]
 
     def watch_jobs(
         self,
@@ -659,19 +469,14 @@ class IefClient:
                 if event.kind == "finished":
                     print(event.job.job_name, event.new_status)
         """
-        ids = list(dict.fromkeys(project_ids))
-        for project_id in ids:
-            check_project_id(project_id)
+        ids = _project_list(project_ids)
+        query = self._query(job_type=job_type, instance_id=instance_id)
 
         async def list_project(project_id: str) -> list[BatchJob]:
-            return await self.list_jobs(
-                project_id, job_type=job_type, instance_id=instance_id
-            )
+            return [job async for job in _jobs_of(self._walk(project_id, query, None))]
 
         async def count_project(project_id: str) -> int:
-            return await self.count_jobs(
-                project_id, job_type=job_type, instance_id=instance_id
-            )
+            return await self._count(project_id, query)
 
         return watch(
             ids,
@@ -701,50 +506,32 @@ class IefClient:
             total = await ief.count_jobs("p1", job_type=JobType.NODE_UPGRADE)
         """
         check_project_id(project_id)
-        page = await self._fetch_page(
-            project_id, offset=0, limit=1, job_type=job_type, instance_id=instance_id
-        )
+        query = self._query(job_type=job_type, instance_id=instance_id)
+        return await self._count(project_id, query)
+
+    async def _count(self, project_id: str, query: ListQuery) -> int:
+        page = await self._transport.page_fetcher(project_id, query)(0, 1)
         return page.job_count
 
 
-def _check_page_size(page_size: int) -> None:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        msg = f"page_size must be a whole number of at least 1, not {page_size!r}"
-        raise ValueError(msg)
+async def _jobs_of(
+    pages: AsyncGenerator[JobPage, None],
+) -> AsyncGenerator[BatchJob, None]:
+    try:
+        async for page in pages:
+            for job in page.jobs:
+                yield job
+    finally:
+        await pages.aclose()
 
 
-def _check_walk(
-    project_id: str, page_size: int, offset: int, max_items: int | None
-) -> None:
-    check_project_id(project_id)
-    _check_page_size(page_size)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        msg = f"offset must be a whole number of at least 0, not {offset!r}"
-        raise ValueError(msg)
-    if max_items is not None and (
-        isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
-    ):
-        msg = (
-            f"max_items must be None or a whole number of at least 0, not {max_items!r}"
-        )
-        raise ValueError(msg)
-
-
-# another attempt would meet the same certificate (the certificate error is
-# a ClientSSLError too)
-_NOT_RETRYABLE: Final = aiohttp.ClientSSLError
-
-
-def _describe_client_error(exc: aiohttp.ClientError) -> str:
-    # Name what failed without aiohttp's text, which may quote the request.
-    if isinstance(exc, _NOT_RETRYABLE):
-        return f"TLS handshake or certificate check failed ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({exc.strerror or type(exc).__name__})"
-    return f"request failed ({type(exc).__name__})"
+async def _pairs_of(
+    pages: AsyncGenerator[JobPage, None],
+) -> AsyncGenerator[tuple[str, BatchJob], None]:
+    try:
+        async for page in pages:
+            project_id = page.project_id
+            for job in page.jobs:
+                yield project_id, job
+    finally:
+        await pages.aclose()

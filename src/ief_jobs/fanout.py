@@ -1,7 +1,9 @@
 """
 Many projects' walks at once, merged into one stream of pages as they arrive.
 
-Each project's walk runs in its own task inside one `asyncio.TaskGroup`, owned
+At most *active* projects are walked at once, each in its own task inside one
+`asyncio.TaskGroup`, and the next project starts when one ends: a fan-out over
+10,000 projects costs what can be in flight, not what is listed. The group is owned
 by a runner task rather than by the consumer: an async generator must not yield
 from inside a task group (a failing child would cancel whatever the consumer
 awaits next). Pages meet in one bounded queue, so a consumer that stops reading
@@ -14,7 +16,7 @@ No HTTP here: the walks are given as a function of the project id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 import attrs
 
@@ -31,15 +33,18 @@ class _Finished:
 
 async def merge_walks(
     project_ids: Sequence[str],
-    walk: Callable[[str], AsyncIterator[JobPage]],
+    walk: Callable[[str], AsyncGenerator[JobPage, None]],
     *,
     collect_errors: bool = False,
     buffer: int = 32,
-) -> AsyncIterator[JobPage]:
+    active: int = 32,
+) -> AsyncGenerator[JobPage, None]:
     """
-    Run ``walk(project_id)`` for every project at once; yield pages as they arrive.
+    Run ``walk(project_id)`` for every project; yield pages as they arrive.
 
-    Each project's pages keep their order. The first failure is raised at once
+    Up to *active* walks run at once, started in the order given (so a project
+    listed early finishes early, whatever comes after it). Each project's pages
+    keep their order. The first failure is raised at once
     (the other walks are cancelled) unless *collect_errors*, in which case the
     others finish and all failures are raised at the end as one `ExceptionGroup`.
     """
@@ -55,14 +60,17 @@ async def merge_walks(
         else:
             await queue.put(_Finished(project_id))
         finally:
-            await pages.aclose()  # type: ignore[attr-defined]
+            await pages.aclose()
 
     async def run_all() -> None:
+        slots = asyncio.Semaphore(max(active, 1))
         async with asyncio.TaskGroup() as group:
             for project_id in project_ids:
-                group.create_task(
+                await slots.acquire()
+                task = group.create_task(
                     run_one(project_id), name=f"ief-jobs walk {project_id}"
                 )
+                task.add_done_callback(lambda _: slots.release())
 
     runner = asyncio.create_task(run_all(), name="ief-jobs fan-out")
     failures: list[Exception] = []

@@ -7,8 +7,9 @@ Nothing here imports from the rest of the package.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -124,3 +125,68 @@ class Progress:
     job_count: int
     delivered: int
     target: int  # records this listing means to deliver (max_items and offset applied)
+
+
+def _whole(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            msg = (
+                f"{attribute.name} must be a whole number of at least {minimum}, "
+                f"not {value!r}"
+            )
+            raise ValueError(msg)
+
+    return check
+
+
+def _optional_whole(
+    minimum: int,
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    check = _whole(minimum)
+
+    def optional(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
+def _optional_text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        msg = f"{attribute.name} must be None or a non-empty string, not {value!r}"
+        raise TypeError(msg) if not isinstance(value, str) else ValueError(msg)
+
+
+def _sort_order(value: SortOrder | str | None) -> SortOrder | None:
+    if value is None or isinstance(value, SortOrder):
+        return value
+    try:
+        return SortOrder(value)
+    except ValueError:
+        choices = " or ".join(repr(s.value) for s in SortOrder)
+        msg = f"sort must be None, {choices}, not {value!r}"
+        raise ValueError(msg) from None
+
+
+@attrs.frozen
+class ListQuery:
+    """
+    One listing's options, checked once where the public method is called.
+
+    The client builds one per call and hands it down unchanged to the walk and
+    to each request, so an option is added here and in the public signatures,
+    nothing in between. *sort* is the API's exact wire value (a `SortOrder`);
+    any other spelling is refused rather than guessed at.
+
+    Example::
+
+        query = ListQuery(job_type=JobType.NODE_UPGRADE, page_size=200)
+        assert query.sort is None
+    """
+
+    job_type: JobType | str | None = attrs.field(default=None, validator=_optional_text)
+    sort: SortOrder | None = attrs.field(default=None, converter=_sort_order)
+    page_size: int = attrs.field(default=100, validator=_whole(1))
+    offset: int = attrs.field(default=0, validator=_whole(0))
+    max_items: int | None = attrs.field(default=None, validator=_optional_whole(0))
+    instance_id: str | None = attrs.field(default=None, validator=_optional_text)

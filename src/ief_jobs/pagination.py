@@ -33,12 +33,12 @@ import asyncio
 import math
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from datetime import datetime
 
 import attrs
 
-from .models import BatchJob, JobPage, Progress, SortOrder
+from .models import BatchJob, JobPage, ListQuery, Progress, SortOrder
 
 __all__ = ["FetchPage", "JobCountChanged", "walk_pages"]
 
@@ -109,26 +109,29 @@ def _trim(page: JobPage, limit: int) -> JobPage:
 
 async def walk_pages(
     fetch_page: FetchPage,
+    query: ListQuery,
     *,
     project_id: str,
-    offset: int = 0,
-    page_size: int = 100,
-    max_items: int | None = None,
     window: int = 1,
-    sort: SortOrder | str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-) -> AsyncIterator[JobPage]:
+) -> AsyncGenerator[JobPage, None]:
     """
     Yield the pages of one listing in order, fetching up to *window* at once.
 
-    Each yielded page holds only records not yielded before, and its
-    ``next_offset`` is where to resume. Arguments are checked by the caller.
+    *query* gives where to start (``offset``), how much to ask for per request
+    (``page_size``), how much to yield at most (``max_items``) and the order
+    asked for (``sort``); *fetch_page* sends the rest of it. Each yielded page
+    holds only records not yielded before, and its ``next_offset`` is where to
+    resume.
 
     Example::
 
-        async for page in walk_pages(fetch, project_id="p1", page_size=50, window=8):
+        query = ListQuery(page_size=50)
+        async for page in walk_pages(fetch, query, project_id="p1", window=8):
             handle(page.jobs)
     """
+    offset, page_size, max_items = query.offset, query.page_size, query.max_items
+    sort = query.sort
     want = math.inf if max_items is None else max_items
     if want <= 0:
         return

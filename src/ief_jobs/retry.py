@@ -98,11 +98,17 @@ class RetryPolicy:
             base = self.wait_max
         return base + self.jitter() * self.wait_jitter
 
-    def retrying(self) -> tenacity.AsyncRetrying:
-        """A fresh tenacity loop for one page: ``async for attempt in ...``."""
+    def retrying(self, *, started: float | None = None) -> tenacity.AsyncRetrying:
+        """
+        A fresh tenacity loop for one page: ``async for attempt in ...``.
+
+        *started* is the *clock* time of the page's first attempt (now, if not
+        given): *timeout* counts from there, not from the first failure.
+        """
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.attempts)
         if self.timeout is not None:
-            stop = stop | _StopAfter(self.timeout, self.clock)
+            start = self.clock() if started is None else started
+            stop = stop | _StopAfter(self.timeout, self.clock, start)
         return tenacity.AsyncRetrying(
             stop=stop,
             wait=self._wait,
@@ -134,16 +140,15 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 class _StopAfter(tenacity.stop.stop_base):
     """Stop once the next attempt would start *timeout* seconds after the first."""
 
-    def __init__(self, timeout: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, timeout: float, clock: Callable[[], float], start: float
+    ) -> None:
         self._timeout = timeout
         self._clock = clock
-        self._start: float | None = None
+        self._start = start  # the first attempt's; tenacity's own clock is not ours
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         now = self._clock()
-        if self._start is None:
-            # the first failure: measure from here; tenacity's own clock is not ours
-            self._start = now
         upcoming = retry_state.upcoming_sleep or 0.0
         return now - self._start + upcoming > self._timeout
 

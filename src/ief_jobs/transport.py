@@ -1,0 +1,333 @@
+"""
+One request -> one `JobPage`: the only module of the client side that talks aiohttp.
+
+`Transport` owns (or borrows) the aiohttp session and does everything one page
+needs: the URL, credentials, the client-wide bound on requests in flight and the
+optional rate limit, retries, the bound on body size, and mapping an error answer
+to its `IefError`. The public methods (`ief_jobs.client`) build a `ListQuery` and
+hand the walks `Transport.page_fetcher`; the walks know nothing of HTTP.
+
+The hot path is lean on purpose: a page that succeeds first time meets no retry
+machinery, and what a walk's requests share (path, fixed query parameters,
+headers) is built once per walk, not per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from yarl import URL
+
+from ._signing import encode_query
+from .auth import Auth, RefreshableAuth
+from .codec import decode_page
+from .errors import (
+    AuthenticationError,
+    IefError,
+    ThrottledError,
+    TransportError,
+    error_from_response,
+)
+from .models import JobPage, ListQuery
+from .retry import AdaptiveLimiter, RetryPolicy
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
+
+# Per request: connecting should be quick; a page is small, so a long silence
+# means a stuck server, not a slow one.
+DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
+    total=60, connect=10, sock_connect=10, sock_read=30
+)
+DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
+_CHUNK: Final = 64 * 1024
+_ANSWER_HEADERS: Final = ("X-Request-Id", "Retry-After", "Location")
+
+
+class Transport:
+    """
+    Sends the list call: one session, one in-flight bound, one retry policy.
+
+    Not public: `IefClient` builds one and is the only caller. Arguments are as
+    `IefClient` documents them.
+    """
+
+    __slots__ = (
+        "_auth",
+        "_base_path",
+        "_closed",
+        "_endpoint",
+        "_instance_id",
+        "_max_body_size",
+        "_owns_session",
+        "_rate_limiter",
+        "_retry",
+        "_session",
+        "_timeout",
+        "_verify_ssl",
+        "adaptive",
+        "limiter",
+        "requests_sent",
+    )
+
+    def __init__(
+        self,
+        endpoint: URL,
+        *,
+        auth: Auth,
+        instance_id: str | None,
+        session: aiohttp.ClientSession | None,
+        concurrency: int,
+        retry: RetryPolicy,
+        timeout: aiohttp.ClientTimeout,
+        max_body_size: int,
+        verify_ssl: bool,
+        adaptive: bool,
+        rate_limit: float | None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._base_path = endpoint.path.rstrip("/")
+        self._auth = auth
+        self._instance_id = instance_id
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self._retry = retry
+        self._timeout = timeout
+        self._max_body_size = max_body_size
+        self._verify_ssl = verify_ssl
+        self.limiter = AdaptiveLimiter(concurrency)
+        # a bucket of one, refilled rate_limit times a second: no bursts
+        self._rate_limiter = (
+            None if rate_limit is None else AsyncLimiter(1, 1.0 / rate_limit)
+        )
+        self.adaptive = adaptive
+        self.requests_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` was called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close the session if this transport made it, and the auth's. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+        close_auth = getattr(self._auth, "aclose", None)
+        if close_auth is not None:  # IamPasswordAuth's IAM session
+            await close_auth()
+
+    def ensure_session(self) -> aiohttp.ClientSession:
+        """The session, created on first use unless one was borrowed."""
+        if self._closed:
+            msg = "this IefClient is closed"
+            raise RuntimeError(msg)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                # bodies are bounded by max_body_size; the pool by our own limiter
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._verify_ssl),
+            )
+        return self._session
+
+    # -- one walk's requests --------------------------------------------------
+
+    def page_fetcher(
+        self, project_id: str, query: ListQuery
+    ) -> Callable[[int, int], Awaitable[JobPage]]:
+        """
+        ``fetch(offset, limit) -> JobPage`` for one project and query.
+
+        What every request of the walk shares is built here, once: the path, the
+        query's fixed parameters (encoded by the signer's rules, so what
+        `AkSkAuth` signs is byte for byte what goes on the wire) and the headers.
+        """
+        path = self._endpoint.with_path(
+            f"{self._base_path}/v2/{project_id}/productmgr/jobs"
+        )
+        fixed = []
+        if query.job_type is not None:
+            fixed.append(("job_type", str(query.job_type)))
+        if query.sort is not None:
+            fixed.append(("sort", str(query.sort)))
+        # names sort as job_type < limit < offset < sort: splice limit and offset in
+        before = encode_query(p for p in fixed if p[0] < "limit")
+        after = encode_query(p for p in fixed if p[0] > "offset")
+        prefix = f"{path}?{before}&" if before else f"{path}?"
+        suffix = f"&{after}" if after else ""
+        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
+        instance = (
+            query.instance_id if query.instance_id is not None else self._instance_id
+        )
+        if instance is not None:
+            headers["ief-instance-id"] = instance
+
+        async def fetch(offset: int, limit: int) -> JobPage:
+            url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
+            return await self.fetch(url, headers, project_id, offset)
+
+        return fetch
+
+    async def fetch(
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+    ) -> JobPage:
+        """One page with retries; an error names the project, offset and attempts."""
+        retry = self._retry
+        started = retry.clock()
+        try:
+            return await self._send(url, headers, project_id, offset)
+        except IefError as exc:
+            if retry.attempts == 1 or not retry.is_retryable(exc):
+                raise
+            first_failure = exc
+        # only a page that failed pays for the retry machinery
+        attempt_number = 1
+        try:
+            async for attempt in retry.retrying(started=started):
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    if attempt_number == 1:
+                        raise first_failure
+                    return await self._send(url, headers, project_id, offset)
+        except IefError as exc:
+            exc.attempts = attempt_number
+            raise
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _send(
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+    ) -> JobPage:
+        session = self.ensure_session()
+        limiter = self.limiter
+        refreshed = False
+        while True:
+            sent = headers.copy()  # the auth writes into it
+            ticket = await limiter.acquire()
+            try:
+                if self._rate_limiter is not None:
+                    await self._rate_limiter.acquire()
+                # signed last, so X-Sdk-Date is not aged by the wait for a slot
+                await self._authorize(url, sent, project_id, offset)
+                status, body, answer_headers = await self._request(
+                    session, url, sent, project_id, offset
+                )
+            finally:
+                limiter.release()
+            request_id = answer_headers.get("X-Request-Id")
+            if 200 <= status < 300:  # noqa: PLR2004
+                if self.adaptive:
+                    limiter.succeeded()
+                return decode_page(
+                    body, project_id=project_id, offset=offset, request_id=request_id
+                )
+            error = error_from_response(
+                status, body, answer_headers, project_id=project_id, offset=offset
+            )
+            if isinstance(error, ThrottledError) and self.adaptive:
+                limiter.throttled(ticket)
+            if (
+                isinstance(error, AuthenticationError)
+                and status == 401  # noqa: PLR2004
+                and not refreshed
+                and isinstance(self._auth, RefreshableAuth)
+                and await self._auth.refresh(url, sent)
+            ):
+                refreshed = True
+                continue
+            raise error
+
+    async def _authorize(
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+    ) -> None:
+        try:
+            await self._auth.apply("GET", url, headers)
+        except IefError as exc:  # an IAM failure: say which page it stopped
+            exc.project_id = exc.project_id or project_id
+            exc.offset = offset if exc.offset is None else exc.offset
+            raise
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        self.requests_sent += 1
+        try:
+            # a redirect would carry our credentials wherever it points: never follow
+            async with session.get(
+                url, headers=headers, allow_redirects=False
+            ) as response:
+                body = await self._read_body(response, project_id, offset)
+                found = response.headers
+                answer_headers = {
+                    name: found[name] for name in _ANSWER_HEADERS if name in found
+                }
+                return response.status, body, answer_headers
+        except TimeoutError:
+            raise TransportError(
+                reason="timed out", project_id=project_id, offset=offset
+            ) from None
+        except aiohttp.ClientError as exc:
+            # not chained: aiohttp's errors can hold the request, headers included
+            raise TransportError(
+                reason=_describe_client_error(exc),
+                project_id=project_id,
+                offset=offset,
+                retryable=not isinstance(exc, _NOT_RETRYABLE),
+            ) from None
+
+    async def _read_body(
+        self, response: aiohttp.ClientResponse, project_id: str, offset: int
+    ) -> bytes:
+        limit = self._max_body_size
+        length = response.content_length
+        if length is not None and length > limit:
+            raise TransportError(
+                reason=f"response body of {length} bytes exceeds max_body_size {limit}",
+                project_id=project_id,
+                offset=offset,
+                retryable=False,
+            )
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()
+        # compressed or unsized: count what arrives, so a bomb stops at the bound
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise TransportError(
+                    reason=f"response body exceeds max_body_size {limit}",
+                    project_id=project_id,
+                    offset=offset,
+                    retryable=False,
+                )
+        return bytes(body)
+
+
+# another attempt would meet the same certificate (the certificate error is
+# a ClientSSLError too)
+_NOT_RETRYABLE: Final = aiohttp.ClientSSLError
+
+
+def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    # Name what failed without aiohttp's text, which may quote the request.
+    if isinstance(exc, _NOT_RETRYABLE):
+        return f"TLS handshake or certificate check failed ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection error ({exc.strerror or type(exc).__name__})"
+    return f"request failed ({type(exc).__name__})"
