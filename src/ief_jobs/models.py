@@ -82,7 +82,9 @@ class BatchJob:
     task_success_count: int
     task_failed_count: int
     status_last_updated_at: datetime  # timezone-aware, UTC
-    description: str
+    # a Go server writes an empty string as null or leaves it out: a field with a
+    # default is the one place the codec tolerates that (its default stands in)
+    description: str = ""
 
     @property
     def is_final(self) -> bool:
