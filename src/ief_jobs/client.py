@@ -28,12 +28,13 @@ import aiohttp
 from yarl import URL
 
 from .auth import Auth, auth_from_env
+from .checkpoint import Checkpoint
 from .fanout import merge_walks
 from .models import BatchJob, JobPage, JobType, ListQuery, Progress, SortOrder
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
-from .watch import JobEvent, watch
+from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, watch
 
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient", "check_project_id"]
 
@@ -447,46 +448,83 @@ class IefClient:
         only_unfinished: bool = False,
         skip_idle: bool = True,
         report_after: int = 3,
+        reconcile_every: int = DEFAULT_RECONCILE_EVERY,
+        checkpoint: Checkpoint | None = None,
+        shard: tuple[int, int] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> AsyncGenerator[JobEvent, None]:
         """
-        Re-list *project_ids* every *interval* seconds; yield `JobEvent`s.
+        Poll *project_ids* every *interval* seconds; yield `JobEvent`s.
 
         Events: ``created``, ``status_changed`` (``old_status``, ``new_status``),
         ``progress`` (task counts), ``finished`` (reached Successful,
         Partially_successful, Failed, Stopped or Timed_out), ``deleted``, and
         ``project_failed`` when a project's polls keep failing (the watch goes
-        on). The first listing yields nothing unless *emit_existing*.
-        *only_unfinished* follows only jobs not yet final; *skip_idle* lists a
-        project whose jobs are all final only when its ``job_count`` moves (one
-        request with ``limit=1``). A slow consumer delays the next poll; ``break``
-        or cancellation stops everything. See `ief_jobs.watch` for the details.
+        on). Each carries a stable ``event_id``. The first listing yields
+        nothing unless *emit_existing*. *only_unfinished* follows only jobs not
+        yet final; *skip_idle* costs a project whose jobs are all final one
+        request with ``limit=1`` a poll while nothing changes.
+
+        A poll costs what changed: it reads the newest jobs until it meets one
+        it knows and down to the oldest unfinished one, refreshes an old
+        unfinished job on its own where that is cheaper, and re-lists a project
+        whole only when ``job_count`` shows a change it did not see, and every
+        *reconcile_every* polls (staggered across projects; 1 re-lists every
+        poll). At most the client's *concurrency* projects are polled at once.
+
+        With *checkpoint* (`SqliteCheckpoint`, `RedisCheckpoint`) the watch
+        resumes after a restart: first what it had not delivered, then
+        everything that changed meanwhile; after a crash only the event in
+        hand comes again (same ``event_id``), after a clean stop (``break``
+        inside ``aclosing``, ``aclose()``, cancellation) nothing does. With
+        ``shard=(index, count)`` it keeps the projects whose stable hash falls
+        in shard *index* of *count*. A slow consumer delays the next poll;
+        ``break`` or cancellation stops everything. See `ief_jobs.watch`.
 
         Example::
 
-            async for event in ief.watch_jobs(["p1", "p2"], interval=15):
-                if event.kind == "finished":
-                    print(event.job.job_name, event.new_status)
+            async with SqliteCheckpoint("watch.db") as state:
+                events = ief.watch_jobs(["p1", "p2"], interval=15, checkpoint=state)
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        await sink.put(event.event_id, event)  # drops repeats
+
+        Raises:
+            ValueError: No project id, *interval* not above 0, or *shard* out of
+                range: at the call, before any request.
+            TypeError: *project_ids* is a single string.
         """
         ids = _project_list(project_ids)
-        query = self._query(job_type=job_type, instance_id=instance_id)
+        query = self._query(
+            job_type=job_type, instance_id=instance_id, sort=SortOrder.CREATED_AT_DESC
+        )
+        fetchers: dict[str, Callable[[int, int], Awaitable[JobPage]]] = {}
+
+        async def read_page(project_id: str, offset: int, limit: int) -> JobPage:
+            fetch = fetchers.get(project_id)
+            if fetch is None:  # built once per project: URL parts and headers
+                fetch = self._transport.page_fetcher(project_id, query)
+                fetchers[project_id] = fetch
+            return await fetch(offset, limit)
 
         async def list_project(project_id: str) -> list[BatchJob]:
             return [job async for job in _jobs_of(self._walk(project_id, query, None))]
 
-        async def count_project(project_id: str) -> int:
-            return await self._count(project_id, query)
-
         return watch(
             ids,
+            read_page=read_page,
             list_project=list_project,
-            count_project=count_project,
             interval=interval,
             emit_existing=emit_existing,
             only_unfinished=only_unfinished,
             skip_idle=skip_idle,
             report_after=report_after,
+            reconcile_every=reconcile_every,
+            page_size=self.page_size,
+            concurrency=self.concurrency,
+            checkpoint=checkpoint,
+            shard=shard,
             clock=clock,
             sleep=sleep,
         )
