@@ -7,16 +7,18 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
+from aioresponses import aioresponses
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ief_jobs import (
     BatchJob,
+    IefClient,
     JobEvent,
     JobEventKind,
     JobPage,
@@ -115,7 +117,7 @@ class Project:
                 events.append(event)  # noqa: PERF401 (keep those before the end)
         return events
 
-    def watch(self, **kwargs: object) -> AsyncIterator[JobEvent]:
+    def watch(self, **kwargs: object) -> AsyncGenerator[JobEvent, None]:
         options: dict[str, object] = {
             "read_page": self.read_page,
             "list_project": self.list_project,
@@ -152,7 +154,7 @@ class Lister(Project):
         self.done += 1
         await asyncio.sleep(0)  # let the test's other tasks run
 
-    def watch(self, **kwargs: object) -> AsyncIterator[JobEvent]:
+    def watch(self, **kwargs: object) -> AsyncGenerator[JobEvent, None]:
         return super().watch(**{"page_size": 100, **kwargs})
 
 
@@ -665,3 +667,30 @@ class TestSameEventsAsAFullReList:
         )
 
         assert _by_job(full) == _by_job(incremental)
+
+
+class TestWatchJobsArguments:
+    """IefClient.watch_jobs refuses at the call, before any request (issue 14)."""
+
+    @pytest.mark.parametrize(
+        ("ids", "kwargs", "error"),
+        [
+            ([], {}, ValueError),  # would wait for ever
+            (["p1"], {"interval": 0}, ValueError),  # sent 500 requests a second
+            (["p1"], {"interval": -5.0}, ValueError),
+            (["p1"], {"shard": (2, 2)}, ValueError),
+            (["p1"], {"reconcile_every": 0}, ValueError),
+            ("p1", {}, TypeError),  # a lone string is not a list of projects
+        ],
+    )
+    def test_refused_at_the_call(
+        self,
+        client: IefClient,
+        mocked: aioresponses,
+        ids: list[str],
+        kwargs: dict[str, object],
+        error: type[Exception],
+    ) -> None:
+        with pytest.raises(error):
+            client.watch_jobs(ids, **kwargs)  # type: ignore[arg-type]
+        assert 0 == client.requests_sent

@@ -18,6 +18,13 @@ from .auth import (
     TokenAuth,
     auth_from_env,
 )
+from .checkpoint import (
+    Checkpoint,
+    ProjectChanges,
+    RedisCheckpoint,
+    SavedProject,
+    SqliteCheckpoint,
+)
 from .client import IefClient
 from .errors import (
     ApiError,
@@ -41,6 +48,7 @@ __all__ = [
     "Auth",
     "AuthenticationError",
     "BatchJob",
+    "Checkpoint",
     "DecodeError",
     "IamPasswordAuth",
     "IefClient",
@@ -53,10 +61,14 @@ __all__ = [
     "JobType",
     "NotFoundError",
     "Progress",
+    "ProjectChanges",
+    "RedisCheckpoint",
     "RefreshableAuth",
     "RetryPolicy",
+    "SavedProject",
     "ServerError",
     "SortOrder",
+    "SqliteCheckpoint",
     "ThrottledError",
     "TokenAuth",
     "TransportError",

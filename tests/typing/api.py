@@ -9,6 +9,7 @@ from ief_jobs import (
     AkSkAuth,
     Auth,
     BatchJob,
+    Checkpoint,
     IamPasswordAuth,
     IefClient,
     JobEvent,
@@ -16,7 +17,9 @@ from ief_jobs import (
     JobPage,
     JobStatus,
     JobType,
+    RedisCheckpoint,
     SortOrder,
+    SqliteCheckpoint,
     ThrottledError,
     TokenAuth,
     auth_from_env,
@@ -55,3 +58,16 @@ async def use_credentials_and_watch(ak: str, sk: str, password: str) -> None:
             assert_type(event.kind, JobEventKind)
             assert_type(event.job, BatchJob | None)
             assert_type(event.new_status, JobStatus | str | None)
+
+
+async def use_checkpoints(path: str, url: str) -> None:
+    async with (
+        IefClient("https://ief.example.com", auth=TokenAuth("t")) as ief,
+        SqliteCheckpoint(path) as local,
+        RedisCheckpoint.from_url(url, prefix="watch") as shared,
+    ):
+        stores: list[Checkpoint] = [local, shared]
+        for store in stores:
+            events = ief.watch_jobs(["p1"], checkpoint=store, shard=(0, 2))
+            async for event in events:
+                assert_type(event.event_id, str)
