@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -29,24 +30,25 @@ def _pages(records: int, page_size: int) -> list[bytes]:
     ]
 
 
-def _best_of_interleaved(
+def _median_of_interleaved(
     repeats: int, runs: dict[str, Callable[[], int]]
 ) -> dict[str, tuple[float, int]]:
     # one round runs every decoder once, so a noisy moment hits them alike
-    best = dict.fromkeys(runs, (float("inf"), 0))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    counts = dict.fromkeys(runs, 0)
     for _ in range(repeats):
         for name, run in runs.items():
             start = time.perf_counter()
-            count = run()
-            best[name] = (min(best[name][0], time.perf_counter() - start), count)
-    return best
+            counts[name] = run()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), counts[name]) for name in runs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     pages = _pages(args.records, args.page_size)
 
@@ -62,7 +64,7 @@ def main() -> None:
             for i, p in enumerate(pages)
         )
 
-    results = _best_of_interleaved(
+    results = _median_of_interleaved(
         args.repeats,
         {
             "json.loads -> dicts": with_json,
@@ -72,7 +74,8 @@ def main() -> None:
     )
     ours, _ = results["ief_jobs.decode_page -> JobPage"]
     print(
-        f"{args.records:,} records in pages of {args.page_size}, best of {args.repeats}"
+        f"{args.records:,} records in pages of {args.page_size}, "
+        f"medians of {args.repeats} interleaved runs"
     )
     for name, (seconds, count) in results.items():
         if count != args.records:
