@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,6 +188,33 @@ class TestGeneratedFastPath:
         assert (one(record, Wider),) == many([record])
         with pytest.raises(TypeError):
             one({**record, "extra": "3"}, Wider)
+
+    def test_fast_records_are_ordinary_frozen_instances(self) -> None:
+        """Records the fast path builds behave as BatchJob(...) in every way."""
+        [fast] = decode_page(_body(), project_id="p", offset=0).jobs[:1]
+        built = _DETAILED.structure(orjson.loads(_body())["jobs"][0], BatchJob)
+
+        assert BatchJob is type(fast)
+        assert built == fast
+        assert hash(built) == hash(fast)
+        assert repr(built) == repr(fast)
+        assert fast == pickle.loads(pickle.dumps(fast))  # noqa: S301 (our own bytes)
+        assert "x" == attrs.evolve(fast, job_name="x").job_name
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            fast.job_name = "changed"  # type: ignore[misc]
+
+    def test_a_class_with_checks_is_built_through_its_init(self) -> None:
+        """A class whose __init__ does more than store (a validator) is called."""
+
+        @attrs.frozen
+        class Checked:
+            job_id: str = attrs.field(validator=attrs.validators.min_len(2))
+
+        one, _ = codec._make_fast_structure(Checked)
+
+        assert Checked("ab") == one({"job_id": "ab"}, Checked)
+        with pytest.raises(ValueError):
+            one({"job_id": "a"}, Checked)
 
     def test_an_unknown_field_type_fails_at_generation(self) -> None:
         """A field type the fast path cannot check is refused at import, not skipped."""
