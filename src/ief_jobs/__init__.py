@@ -29,7 +29,18 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import BatchJob, JobPage, JobStatus, JobType, Progress, SortOrder
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    ExtensionInfo,
+    JobPage,
+    JobStatus,
+    JobTarget,
+    JobTask,
+    JobType,
+    Progress,
+    SortOrder,
+)
 from .pagination import JobCountChanged
 from .retry import NO_RETRIES, RetryPolicy
 from .watch import JobEvent, JobEventKind
@@ -41,7 +52,9 @@ __all__ = [
     "Auth",
     "AuthenticationError",
     "BatchJob",
+    "BatchJobDetail",
     "DecodeError",
+    "ExtensionInfo",
     "IamPasswordAuth",
     "IefClient",
     "IefError",
@@ -50,6 +63,8 @@ __all__ = [
     "JobEventKind",
     "JobPage",
     "JobStatus",
+    "JobTarget",
+    "JobTask",
     "JobType",
     "NotFoundError",
     "Progress",

@@ -29,13 +29,27 @@ from yarl import URL
 
 from .auth import Auth, auth_from_env
 from .fanout import merge_walks
-from .models import BatchJob, JobPage, JobType, ListQuery, Progress, SortOrder
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    JobPage,
+    JobType,
+    ListQuery,
+    Progress,
+    SortOrder,
+)
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from .watch import JobEvent, watch
 
-__all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient", "check_project_id"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "IefClient",
+    "check_job_id",
+    "check_project_id",
+]
 
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_CONCURRENCY: Final = 32
@@ -51,6 +65,14 @@ def check_project_id(project_id: str) -> str:
         msg = f"project id must be letters, digits, '-' or '_', not {project_id!r}"
         raise ValueError(msg)
     return project_id
+
+
+def check_job_id(job_id: str) -> str:
+    """Refuse a job id that could change the path: a plain segment only."""
+    if not isinstance(job_id, str) or not _PROJECT_ID.fullmatch(job_id):
+        msg = f"job id must be letters, digits, '-' or '_', not {job_id!r}"
+        raise ValueError(msg)
+    return job_id
 
 
 def _project_list(project_ids: Iterable[str]) -> list[str]:
@@ -508,6 +530,36 @@ class IefClient:
         check_project_id(project_id)
         query = self._query(job_type=job_type, instance_id=instance_id)
         return await self._count(project_id, query)
+
+    async def get_job(
+        self, project_id: str, job_id: str, *, instance_id: str | None = None
+    ) -> BatchJobDetail:
+        """
+        One batch job with its sub-tasks and targets (IEF's ShowBatchJob).
+
+        One request, with the same credentials, in-flight bound, retries, body
+        bound and error mapping as a page of the listing. The ids are checked
+        here, at the call, before any request. ``detail.to_job()`` is the
+        `BatchJob` the listing gives for it.
+
+        Example::
+
+            detail = await ief.get_job("p1", job.job_id)
+            for task in detail.tasks:
+                print(task.task_name, task.status, task.reason)
+
+        Raises:
+            ValueError: A project or job id that is not a plain path segment.
+            NotFoundError: No job with this id in the project.
+            ApiError: IEF refused the request (after retries, where they apply).
+            TransportError: No usable answer.
+            DecodeError: The answer was not the documented JSON.
+        """
+        check_project_id(project_id)
+        check_job_id(job_id)
+        if instance_id is not None:
+            ListQuery(instance_id=instance_id)  # the listing's own check
+        return await self._transport.get_job(project_id, job_id, instance_id)
 
     async def _count(self, project_id: str, query: ListQuery) -> int:
         page = await self._transport.page_fetcher(project_id, query)(0, 1)

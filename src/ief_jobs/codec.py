@@ -23,9 +23,18 @@ from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 from cattrs.v import format_exception
 
 from .errors import DecodeError
-from .models import BatchJob, JobPage, JobStatus, JobType
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    ExtensionInfo,
+    JobPage,
+    JobStatus,
+    JobTarget,
+    JobTask,
+    JobType,
+)
 
-__all__ = ["decode_page", "make_converter"]
+__all__ = ["decode_job_detail", "decode_page", "make_converter"]
 
 T = TypeVar("T")
 
@@ -384,3 +393,81 @@ def decode_page(
         jobs=jobs,
         request_id=request_id,
     )
+
+
+# -- ShowBatchJob: one job, one request; not a hot path, so the detailed
+# converter alone, which names every bad place by path.
+
+
+def _strict_array(conv: OrjsonConverter, item: type) -> None:
+    # cattrs would take any iterable for a tuple: a dict or a string too
+    array = tuple[item, ...]  # type: ignore[valid-type]
+    structure_items = conv.get_structure_hook(array)
+
+    def structure(value: Any, type_: type) -> tuple[Any, ...]:
+        if type(value) is not list:
+            msg = f"expected an array, got {type(value).__name__}"
+            raise TypeError(msg)
+        items: tuple[Any, ...] = structure_items(value, type_)  # notes the index
+        return items
+
+    # a predicate: a generic alias is not a class singledispatch takes
+    conv.register_structure_hook_func(lambda t: t == array, structure)
+
+
+def _make_detail_converter() -> OrjsonConverter:
+    # inner classes first: a record's hook takes its fields' hooks when built
+    conv = make_converter()
+    for cls in (ExtensionInfo, JobTask, JobTarget):
+        conv.register_structure_hook(cls, _record_hook(conv, cls))
+        _strict_array(conv, cls)
+    conv.register_structure_hook(BatchJobDetail, _record_hook(conv, BatchJobDetail))
+    return conv
+
+
+_structure_detail: Final = _make_detail_converter().get_structure_hook(BatchJobDetail)
+
+
+def decode_job_detail(
+    body: bytes | str,
+    *,
+    project_id: str,
+    job_id: str,
+    request_id: str | None = None,
+) -> BatchJobDetail:
+    """
+    Decode one response body of ShowBatchJob into a `BatchJobDetail`.
+
+    Strict as `decode_page` is, and tolerant in the same places: a null or
+    missing ``description``, ``task_data``, ``reason``, ``extension_info``,
+    ``tasks`` or ``targets`` is empty (Go writes empty slices as null).
+
+    Example::
+
+        detail = decode_job_detail(body, project_id="p1", job_id=job_id)
+        print(detail.status, [task.status for task in detail.tasks])
+
+    Raises:
+        DecodeError: The body is not JSON, or not the documented shape; its
+            *problems* name each bad place by path (``$.tasks[3].created_at``)
+            and the first says which job was asked for.
+    """
+
+    def error(*problems: str) -> DecodeError:
+        return DecodeError(
+            problems=(f"job {job_id}", *problems),
+            project_id=project_id,
+            request_id=request_id,
+        )
+
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not JSON: {exc}") from None
+    if type(data) is not dict:
+        raise error(f"expected a JSON object @ $, got {type(data).__name__}")
+    try:
+        detail: BatchJobDetail = _structure_detail(data, BatchJobDetail)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        raise error(*cattrs.transform_error(exc, format_exception=_describe)) from None
+    return detail

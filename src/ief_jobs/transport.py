@@ -1,5 +1,6 @@
 """
-One request -> one `JobPage`: the only module of the client side that talks aiohttp.
+One request -> one `JobPage` (or one `BatchJobDetail`): the only module of the
+client side that talks aiohttp.
 
 `Transport` owns (or borrows) the aiohttp session and does everything one page
 needs: the URL, credentials, the client-wide bound on requests in flight and the
@@ -15,7 +16,8 @@ headers) is built once per walk, not per request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
+from functools import partial
+from typing import Final, Protocol, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -23,7 +25,7 @@ from yarl import URL
 
 from ._signing import encode_query
 from .auth import Auth, RefreshableAuth
-from .codec import decode_page
+from .codec import decode_job_detail, decode_page
 from .errors import (
     AuthenticationError,
     IefError,
@@ -31,7 +33,7 @@ from .errors import (
     TransportError,
     error_from_response,
 )
-from .models import JobPage, ListQuery
+from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
@@ -44,6 +46,15 @@ DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
 DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
 _CHUNK: Final = 64 * 1024
 _ANSWER_HEADERS: Final = ("X-Request-Id", "Retry-After", "Location")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Decode(Protocol[T_co]):
+    """Turns a 2xx body, with its request id, into what the call returns."""
+
+    def __call__(self, body: bytes, *, request_id: str | None) -> T_co: ...
 
 
 class Transport:
@@ -161,27 +172,52 @@ class Transport:
         after = encode_query(p for p in fixed if p[0] > "offset")
         prefix = f"{path}?{before}&" if before else f"{path}?"
         suffix = f"&{after}" if after else ""
-        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
-        instance = (
-            query.instance_id if query.instance_id is not None else self._instance_id
-        )
-        if instance is not None:
-            headers["ief-instance-id"] = instance
+        headers = self._headers(project_id, query.instance_id)
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            return await self.fetch(url, headers, project_id, offset)
+            decode = partial(decode_page, project_id=project_id, offset=offset)
+            return await self.fetch(url, headers, project_id, offset, decode)
 
         return fetch
 
+    def _headers(self, project_id: str, instance_id: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
+        instance = instance_id if instance_id is not None else self._instance_id
+        if instance is not None:
+            headers["ief-instance-id"] = instance
+        return headers
+
+    async def get_job(
+        self, project_id: str, job_id: str, instance_id: str | None
+    ) -> BatchJobDetail:
+        """
+        ShowBatchJob for one job, as a page is fetched: the same credentials,
+        bounds, retries and error mapping. The ids are checked by the caller.
+        """
+        url = self._endpoint.with_path(
+            f"{self._base_path}/v2/{project_id}/productmgr/jobs/{job_id}"
+        )
+        decode = partial(decode_job_detail, project_id=project_id, job_id=job_id)
+        headers = self._headers(project_id, instance_id)
+        return await self.fetch(url, headers, project_id, None, decode)
+
     async def fetch(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
-        """One page with retries; an error names the project, offset and attempts."""
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Decode[T],
+    ) -> T:
+        """
+        One request with retries, its answer decoded by *decode*; an error names
+        the project, offset (for a page) and attempts.
+        """
         retry = self._retry
         started = retry.clock()
         try:
-            return await self._send(url, headers, project_id, offset)
+            return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             if retry.attempts == 1 or not retry.is_retryable(exc):
                 raise
@@ -194,15 +230,20 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(url, headers, project_id, offset)
+                    return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             exc.attempts = attempt_number
             raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _send(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Decode[T],
+    ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
         refreshed = False
@@ -223,9 +264,7 @@ class Transport:
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode_page(
-                    body, project_id=project_id, offset=offset, request_id=request_id
-                )
+                return decode(body, request_id=request_id)
             error = error_from_response(
                 status, body, answer_headers, project_id=project_id, offset=offset
             )
@@ -243,7 +282,7 @@ class Transport:
             raise error
 
     async def _authorize(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int | None
     ) -> None:
         try:
             await self._auth.apply("GET", url, headers)
@@ -258,7 +297,7 @@ class Transport:
         url: URL,
         headers: dict[str, str],
         project_id: str,
-        offset: int,
+        offset: int | None,
     ) -> tuple[int, bytes, dict[str, str]]:
         self.requests_sent += 1
         try:
@@ -286,7 +325,7 @@ class Transport:
             ) from None
 
     async def _read_body(
-        self, response: aiohttp.ClientResponse, project_id: str, offset: int
+        self, response: aiohttp.ClientResponse, project_id: str, offset: int | None
     ) -> bytes:
         limit = self._max_body_size
         length = response.content_length
