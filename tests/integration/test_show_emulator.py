@@ -70,6 +70,7 @@ class TestConsistentWithTheList:
             again = await ief.get_job(pid, jobs[7].job_id)
 
         assert jobs == [detail.to_job() for detail in details]
+        assert {"list": 3, "show": 301} == emulator.stats.requests_by_call
         for detail in details:
             _assert_tasks_agree(detail)
         assert details[7] == again

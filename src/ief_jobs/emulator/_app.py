@@ -348,6 +348,7 @@ class EmulatorApp:
 
     async def list_jobs(self, request: web.Request) -> web.StreamResponse:
         """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
+        self.stats.requests_by_call["list"] += 1
         project = await self._gate(request)
         if isinstance(project, web.StreamResponse):
             return project
@@ -384,6 +385,7 @@ class EmulatorApp:
         ``GET /v2/{project_id}/productmgr/jobs/{job_id}``: the job as the list
         gives it at this clock time, with its tasks and targets; 404 if unknown.
         """
+        self.stats.requests_by_call["show"] += 1
         project = await self._gate(request)
         if isinstance(project, web.StreamResponse):
             return project
