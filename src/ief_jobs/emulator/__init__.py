@@ -13,8 +13,8 @@ It accepts every way IEF authenticates: its fixed token, tokens its own IAM call
 (``POST /v3/auth/tokens``) issues to its `IamUser`, scoped to a project and
 expiring on its clock, and requests signed with its `AccessKey` (401 APIG.0301
 on a bad signature, 401 APIG.0303 when ``X-Sdk-Date`` is more than 15 minutes
-off). It imports only `ief_jobs.models` and the signing rules
-from the library, never the client.
+off). It imports only `ief_jobs.models` and the signing rules from the library,
+never the client.
 
 Example::
 
