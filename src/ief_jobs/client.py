@@ -53,26 +53,27 @@ __all__ = [
 
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_CONCURRENCY: Final = 32
-_PROJECT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a project or job id
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 ErrorPolicy = Literal["raise", "collect"]
 
 
+def _plain_segment(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _PLAIN_SEGMENT.fullmatch(value):
+        msg = f"{what} must be letters, digits, '-' or '_', not {value!r}"
+        raise ValueError(msg)
+    return value
+
+
 def check_project_id(project_id: str) -> str:
     """Refuse a project id that could change the path: a plain segment only."""
-    if not isinstance(project_id, str) or not _PROJECT_ID.fullmatch(project_id):
-        msg = f"project id must be letters, digits, '-' or '_', not {project_id!r}"
-        raise ValueError(msg)
-    return project_id
+    return _plain_segment(project_id, "project id")
 
 
 def check_job_id(job_id: str) -> str:
     """Refuse a job id that could change the path: a plain segment only."""
-    if not isinstance(job_id, str) or not _PROJECT_ID.fullmatch(job_id):
-        msg = f"job id must be letters, digits, '-' or '_', not {job_id!r}"
-        raise ValueError(msg)
-    return job_id
+    return _plain_segment(job_id, "job id")
 
 
 def _project_list(project_ids: Iterable[str]) -> list[str]:
@@ -557,9 +558,8 @@ class IefClient:
         """
         check_project_id(project_id)
         check_job_id(job_id)
-        if instance_id is not None:
-            ListQuery(instance_id=instance_id)  # the listing's own check
-        return await self._transport.get_job(project_id, job_id, instance_id)
+        query = self._query(instance_id=instance_id)  # checked as a listing's
+        return await self._transport.get_job(project_id, job_id, query.instance_id)
 
     async def _count(self, project_id: str, query: ListQuery) -> int:
         page = await self._transport.page_fetcher(project_id, query)(0, 1)

@@ -32,6 +32,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -244,7 +245,7 @@ class Emulator:
         """
         self._app.advance()
         # each project's changes are in order; projects are brought up lazily
-        return sorted(self._app.log, key=lambda t: t.at)
+        return sorted(self._app.log, key=attrgetter("at"))
 
     def create_job(
         self,

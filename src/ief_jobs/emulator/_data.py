@@ -16,6 +16,7 @@ import random
 import uuid
 import zlib
 from bisect import bisect_left
+from operator import attrgetter, itemgetter
 from typing import Any, Final
 
 import attrs
@@ -34,6 +35,16 @@ _FINAL_WEIGHTS: Final = tuple(
 )
 _OPEN: Final = tuple(s for s in _STATUSES if s not in _FINAL)
 _KNOWN_STATUSES: Final = {s.value: s for s in JobStatus}
+# a job in one of these has its open tasks in the same status; others, Waiting
+_SHARED_WITH_OPEN_TASKS: Final = frozenset(
+    s.value
+    for s in (
+        JobStatus.RUNNING,
+        JobStatus.WAITING,
+        JobStatus.STOPPED,
+        JobStatus.TIMED_OUT,
+    )
+)
 # how long after its creation a job's status last moved, at most, by status
 _SETTLED: Final = {
     JobStatus.WAITING.value: 0,
@@ -242,7 +253,7 @@ def job_detail(job: dict[str, Any]) -> dict[str, Any]:
     total = job["task_total_count"]
     success = job["task_success_count"]
     done = success + job["task_failed_count"]
-    rest = _OPEN_TASK_STATUS.get(status, JobStatus.WAITING.value)
+    rest = status if status in _SHARED_WITH_OPEN_TASKS else JobStatus.WAITING.value
     nodes = job["job_type"] == JobType.NODE_UPGRADE
     kind = "node" if nodes else "deployment"
     created = job["created_at"]
@@ -287,15 +298,6 @@ def job_detail(job: dict[str, Any]) -> dict[str, Any]:
         "tasks": tasks,
         "targets": targets,
     }
-
-
-# the open tasks of a job, by its status; any other status leaves them Waiting
-_OPEN_TASK_STATUS: Final = {
-    JobStatus.RUNNING.value: JobStatus.RUNNING.value,
-    JobStatus.WAITING.value: JobStatus.WAITING.value,
-    JobStatus.STOPPED.value: JobStatus.STOPPED.value,
-    JobStatus.TIMED_OUT.value: JobStatus.TIMED_OUT.value,
-}
 
 
 @attrs.frozen
@@ -427,7 +429,7 @@ class ProjectJobs:
         # when running: each job that runs, with its plan, by id
         self.plans: dict[str, tuple[dict[str, Any], RunPlan]] | None = None
         self._advanced_to = float("-inf")
-        self._create_every: float | None = None
+        self._create_every = float("inf")  # seconds between new jobs
         self._next_arrival = float("inf")
 
     def _plan(self, job: dict[str, Any], now: float) -> None:
@@ -454,7 +456,7 @@ class ProjectJobs:
             self._plan(job, now)
         if new_jobs_per_hour > 0:
             self._create_every = 3600.0 / new_jobs_per_hour
-            self._next_arrival = now + self._create_every
+        self._next_arrival = now + self._create_every
 
     def advance(self, now: float) -> None:
         """Bring the project to its state at *now* (a no-op unless running)."""
@@ -462,9 +464,9 @@ class ProjectJobs:
             return
         self._advanced_to = now
         mark = len(self.log)
-        every = self._create_every
-        while every is not None and self._next_arrival <= now:
-            arrival, self._next_arrival = self._next_arrival, self._next_arrival + every
+        while self._next_arrival <= now:
+            arrival = self._next_arrival
+            self._next_arrival += self._create_every
             self.create(self.rng, arrival, status=JobStatus.WAITING.value)
         for job_id, (job, plan) in list(self.plans.items()):
             moves: list[tuple[str, str, float]] = []
@@ -474,7 +476,7 @@ class ProjectJobs:
             if ended:
                 del self.plans[job_id]
         # in order of time: arrivals and plans interleave within one step
-        self.log[mark:] = sorted(self.log[mark:], key=_at)
+        self.log[mark:] = sorted(self.log[mark:], key=attrgetter("at"))
 
     def matching(self, job_type: str | None) -> list[dict[str, Any]]:
         """The jobs of *job_type* (all of them for None), oldest first."""
@@ -527,7 +529,9 @@ class ProjectJobs:
             if job is None:
                 return None
             # oldest first with distinct times: found by its creation time
-            index = bisect_left(self.jobs, job["created_at"], key=_created_at)
+            index = bisect_left(
+                self.jobs, job["created_at"], key=itemgetter("created_at")
+            )
         elif rng is not None and self.jobs:
             index = rng.randrange(len(self.jobs))
         else:
@@ -567,11 +571,3 @@ class ProjectJobs:
             self._record(job_id, old, status, now)
         self._plan(job, now)
         return job
-
-
-def _at(transition: Transition) -> float:
-    return transition.at
-
-
-def _created_at(job: dict[str, Any]) -> int:
-    return job["created_at"]  # type: ignore[no-any-return]
