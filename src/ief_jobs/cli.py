@@ -28,6 +28,7 @@ from rich.table import Table
 from . import (
     AkSkAuth,
     BatchJobDetail,
+    ExtensionInfo,
     IamPasswordAuth,
     IefClient,
     IefError,
@@ -431,7 +432,7 @@ def count(
 
 
 def _detail_fields(project_id: str, detail: BatchJobDetail) -> dict[str, object]:
-    def info(pairs: Sequence[Any]) -> list[dict[str, str]]:
+    def info(pairs: Sequence[ExtensionInfo]) -> list[dict[str, str]]:
         return [{"key": pair.key, "value": pair.value} for pair in pairs]
 
     return {
