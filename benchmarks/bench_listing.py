@@ -337,29 +337,36 @@ def _today() -> date:
 
 
 def _chart(results: list[Result], path: str) -> None:
-    """Records per second, per strategy and scenario, as a grouped bar chart."""
+    """Records per second, one panel per scenario, a bar per strategy."""
     import matplotlib as mpl  # noqa: PLC0415 (extra "bench")
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    strategies = list(dict.fromkeys(s for r in results for s in r.wall))
-    width = 0.8 / len(strategies)
-    figure, axes = plt.subplots(figsize=(8, 4.2), dpi=110)
-    for index, strategy in enumerate(strategies):
-        xs = [n + index * width for n in range(len(results))]
-        rates = [r.records / r.wall.get(strategy, math.inf) for r in results]
-        bars = axes.bar(xs, rates, width, label=strategy)
-        axes.bar_label(bars, labels=[f"{v / 1000:,.0f}k" for v in rates], fontsize=7)
-    axes.set_xticks(
-        [n + width * (len(strategies) - 1) / 2 for n in range(len(results))],
-        [f"{r.scenario}\n{r.records:,} records" for r in results],
+    figure, panels = plt.subplots(
+        len(results), 1, figsize=(7.5, 1.1 + 1.15 * len(results)), squeeze=False
     )
-    axes.set_ylabel("records per second (higher is better)")
-    axes.set_title(f"Listing IEF batch jobs from the emulator, {_today()}")
-    axes.legend(fontsize=8)
+    for panel, result in zip(panels[:, 0], results, strict=True):
+        names = list(result.wall)
+        rates = [result.records / result.wall[name] for name in names]
+        colors = ["#d62728" if name == "ief-jobs" else "#7f7f7f" for name in names]
+        bars = panel.barh(names, rates, color=colors)
+        panel.bar_label(bars, labels=[f" {rate:,.0f}/s" for rate in rates], fontsize=8)
+        panel.set_title(
+            f"{result.scenario}: {result.records:,} records", fontsize=9, loc="left"
+        )
+        panel.invert_yaxis()
+        panel.set_xlim(0, max(rates) * 1.25)
+        panel.tick_params(labelsize=8)
+        panel.xaxis.set_major_formatter(
+            mpl.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}")
+        )
+    figure.suptitle(
+        f"Records per second from the emulator (higher is better), {_today()}",
+        fontsize=10,
+    )
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, dpi=110)
     print(f"\nchart: {path}")
 
 
