@@ -16,8 +16,7 @@ headers) is built once per walk, not per request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -38,6 +37,8 @@ from .retry import AdaptiveLimiter, RetryPolicy
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
 
+T = TypeVar("T")
+
 # Per request: connecting should be quick; a page is small, so a long silence
 # means a stuck server, not a slow one.
 DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
@@ -46,15 +47,6 @@ DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
 DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
 _CHUNK: Final = 64 * 1024
 _ANSWER_HEADERS: Final = ("X-Request-Id", "Retry-After", "Location")
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-
-
-class Decode(Protocol[T_co]):
-    """Turns a 2xx body, with its request id, into what the call returns."""
-
-    def __call__(self, body: bytes, *, request_id: str | None) -> T_co: ...
 
 
 class Transport:
@@ -176,8 +168,7 @@ class Transport:
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            decode = partial(decode_page, project_id=project_id, offset=offset)
-            return await self.fetch(url, headers, project_id, offset, decode)
+            return await self.fetch(url, headers, project_id, offset, decode_page)
 
         return fetch
 
@@ -198,7 +189,15 @@ class Transport:
         url = self._endpoint.with_path(
             f"{self._base_path}/v2/{project_id}/productmgr/jobs/{job_id}"
         )
-        decode = partial(decode_job_detail, project_id=project_id, job_id=job_id)
+
+        # called as decode_page is: the project and the (absent) offset go by
+        def decode(
+            body: bytes, *, request_id: str | None, **_: object
+        ) -> BatchJobDetail:
+            return decode_job_detail(
+                body, project_id=project_id, job_id=job_id, request_id=request_id
+            )
+
         headers = self._headers(project_id, instance_id)
         return await self.fetch(url, headers, project_id, None, decode)
 
@@ -208,11 +207,15 @@ class Transport:
         headers: dict[str, str],
         project_id: str,
         offset: int | None,
-        decode: Decode[T],
+        decode: Callable[..., T],
     ) -> T:
         """
-        One request with retries, its answer decoded by *decode*; an error names
-        the project, offset (for a page) and attempts.
+        One GET with retries, its body turned into a record by *decode*.
+
+        *decode* is called as ``decode(body, project_id=, offset=,
+        request_id=)`` (`decode_page` for a page of the list call); *offset* is
+        None for a request that is not a page. An error names the project, the
+        offset and the attempts made.
         """
         retry = self._retry
         started = retry.clock()
@@ -242,7 +245,7 @@ class Transport:
         headers: dict[str, str],
         project_id: str,
         offset: int | None,
-        decode: Decode[T],
+        decode: Callable[..., T],
     ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
@@ -264,7 +267,9 @@ class Transport:
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode(body, request_id=request_id)
+                return decode(
+                    body, project_id=project_id, offset=offset, request_id=request_id
+                )
             error = error_from_response(
                 status, body, answer_headers, project_id=project_id, offset=offset
             )
