@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -29,24 +30,31 @@ def _pages(records: int, page_size: int) -> list[bytes]:
     ]
 
 
-def _best_of_interleaved(
+def _median_of_interleaved(
     repeats: int, runs: dict[str, Callable[[], int]]
-) -> dict[str, tuple[float, int]]:
+) -> dict[str, tuple[float, float, int]]:
+    """Per decoder: median wall seconds, median CPU seconds, records decoded."""
     # one round runs every decoder once, so a noisy moment hits them alike
-    best = dict.fromkeys(runs, (float("inf"), 0))
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    counts = dict.fromkeys(runs, 0)
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
-            count = run()
-            best[name] = (min(best[name][0], time.perf_counter() - start), count)
-    return best
+            start, cpu_start = time.perf_counter(), time.process_time()
+            counts[name] = run()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - cpu_start)
+    return {
+        name: (statistics.median(wall[name]), statistics.median(cpu[name]), n)
+        for name, n in counts.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     pages = _pages(args.records, args.page_size)
 
@@ -62,7 +70,7 @@ def main() -> None:
             for i, p in enumerate(pages)
         )
 
-    results = _best_of_interleaved(
+    results = _median_of_interleaved(
         args.repeats,
         {
             "json.loads -> dicts": with_json,
@@ -70,17 +78,25 @@ def main() -> None:
             "ief_jobs.decode_page -> JobPage": with_ief_jobs,
         },
     )
-    ours, _ = results["ief_jobs.decode_page -> JobPage"]
+    ours, ours_cpu, _ = results["ief_jobs.decode_page -> JobPage"]
     print(
-        f"{args.records:,} records in pages of {args.page_size}, best of {args.repeats}"
+        f"{args.records:,} records in pages of {args.page_size}, "
+        f"medians of {args.repeats} interleaved runs"
     )
-    for name, (seconds, count) in results.items():
+    print(f"  {'':34} {'wall':>8}     {'cpu':>8}    {'wall per record':>15}")
+    for name, (seconds, cpu_seconds, count) in results.items():
         if count != args.records:
             raise SystemExit(f"{name} decoded {count} records, not {args.records}")
         per_record = seconds / count * 1e9
-        print(f"  {name:34} {seconds * 1e3:8.1f} ms  {per_record:7.0f} ns/record")
+        print(
+            f"  {name:34} {seconds * 1e3:8.1f} ms  {cpu_seconds * 1e3:8.1f} ms"
+            f"  {per_record:9.0f} ns/record"
+        )
     for name in ("json.loads -> dicts", "orjson.loads -> dicts"):
-        print(f"  ours / {name}: {ours / results[name][0]:.2f}x")
+        _, wall_s, cpu_s = name, results[name][0], results[name][1]
+        print(
+            f"  ours / {name}: {ours / wall_s:.2f}x wall, {ours_cpu / cpu_s:.2f}x cpu"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """
 List the same emulated data four ways, in one run, and print our ratio to each.
 
-    python benchmarks/bench_listing.py [--repeats 3] [--scenario many|one|both]
+    python benchmarks/bench_listing.py [--repeats 5] [--scenario many|one|pages|all]
+        [--skip naive,sdk] [--chart benchmarks/listing.png]
+
+Scenarios: ``many`` (20 projects x 5,000 jobs, 20 ms a request: latency-bound),
+``one`` (1 x 100,000, 5 ms: decoding-bound), ``pages`` (1 x 20,000 in pages of 10,
+1 ms: 2,000 requests, the cost of a request).
 
 The emulator runs in a child process (a real server is remote: its CPU is not the
 client's). Per scenario, interleaved repeats of each strategy, medians printed:
@@ -28,22 +33,27 @@ import asyncio
 import collections
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
+import attrs
 import orjson
 
-from ief_jobs import IefClient, TokenAuth
+from ief_jobs import BatchJob, IefClient, JobStatus, JobType, TokenAuth
+from ief_jobs.emulator import generate_jobs
 
 CONCURRENCY = 32
 SCENARIOS = {
     "many": {"projects": 20, "jobs": 5000, "latency": 0.020, "page_size": 100},
     "one": {"projects": 1, "jobs": 100_000, "latency": 0.005, "page_size": 100},
+    "pages": {"projects": 1, "jobs": 20_000, "latency": 0.001, "page_size": 10},
 }
 
 # (emulator info, page size) -> (records, requests, or -1 if a record came twice)
@@ -226,13 +236,48 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def run_scenario(name: str, repeats: int, *, sdk: bool) -> None:
+def _build_records_seconds(records: int) -> float:
+    """Seconds to build *records* `BatchJob`s through their own __init__, no JSON."""
+    job = generate_jobs("floor", 1)[0]
+    created = datetime.fromtimestamp(job["created_at"], UTC)
+    values = (
+        job["job_id"],
+        job["job_name"],
+        JobType(job["job_type"]),
+        created,
+        JobStatus(job["status"]),
+        job["task_total_count"],
+        job["task_success_count"],
+        job["task_failed_count"],
+        created,
+        job["description"],
+    )
+    started = time.perf_counter()
+    for _ in range(records):
+        BatchJob(*values)
+    return time.perf_counter() - started
+
+
+@attrs.frozen
+class Result:
+    """One scenario's medians, per strategy."""
+
+    scenario: str
+    records: int
+    wall: dict[str, float]
+    cpu: dict[str, float]
+    requests: dict[str, int]
+    floor: float  # raw's wall time plus building the records: what no client beats
+
+
+def run_scenario(name: str, repeats: int, *, skip: set[str]) -> Result:
     spec = SCENARIOS[name]
     child, info = _start_emulator(spec["projects"], spec["jobs"], spec["latency"])
     expected = spec["projects"] * spec["jobs"]
-    strategies = {name: run for name, run in STRATEGIES.items() if name != "sdk" or sdk}
+    strategies = {s: run for s, run in STRATEGIES.items() if s not in skip}
     wall: dict[str, list[float]] = {s: [] for s in strategies}
     cpu: dict[str, list[float]] = {s: [] for s in strategies}
+    build: list[float] = []
     requests: dict[str, int] = {}
     try:
         for _ in range(repeats):
@@ -246,40 +291,110 @@ def run_scenario(name: str, repeats: int, *, sdk: bool) -> None:
                         f"{strategy}: {records} records, not {expected} once each"
                     )
                 requests[strategy] = sent
+            build.append(_build_records_seconds(expected))
     finally:
         child.terminate()
         child.wait()
+    result = Result(
+        scenario=name,
+        records=expected,
+        wall={s: statistics.median(v) for s, v in wall.items()},
+        cpu={s: statistics.median(v) for s, v in cpu.items()},
+        requests=requests,
+        floor=statistics.median(wall["raw"]) + statistics.median(build),
+    )
+    _print(result, spec, repeats, build=statistics.median(build))
+    return result
+
+
+def _print(result: Result, spec: dict[str, Any], repeats: int, *, build: float) -> None:
     print(
-        f"\n{name}: {spec['projects']} project(s) x {spec['jobs']:,} jobs, page size "
-        f"{spec['page_size']}, {spec['latency'] * 1000:.0f} ms latency, "
+        f"\n{result.scenario}: {spec['projects']} project(s) x {spec['jobs']:,} jobs, "
+        f"page size {spec['page_size']}, {spec['latency'] * 1000:.0f} ms latency, "
         f"{CONCURRENCY} in flight; medians of {repeats}"
     )
     header = ("strategy", "wall s", "cpu s", "requests", "records/s")
     print("  {:10} {:>8} {:>8} {:>9} {:>11}".format(*header))
-    for strategy in strategies:
-        seconds = statistics.median(wall[strategy])
+    for strategy, seconds in result.wall.items():
         print(
-            f"  {strategy:10} {seconds:8.3f} {statistics.median(cpu[strategy]):8.3f} "
-            f"{requests[strategy]:9d} {expected / seconds:11,.0f}"
+            f"  {strategy:10} {seconds:8.3f} {result.cpu[strategy]:8.3f} "
+            f"{result.requests[strategy]:9d} {result.records / seconds:11,.0f}"
         )
-    ours_s = statistics.median(wall["ief-jobs"])
-    for baseline in (s for s in strategies if s != "ief-jobs"):
-        ratio = ours_s / statistics.median(wall[baseline])
-        print(f"  ief-jobs / {baseline}: {ratio:.2f}x")
+    ours = result.wall["ief-jobs"]
+    for baseline in (s for s in result.wall if s != "ief-jobs"):
+        print(f"  ief-jobs / {baseline}: {ours / result.wall[baseline]:.2f}x")
+    print(
+        f"  physical floor: raw {result.wall['raw']:.3f} s + building "
+        f"{result.records:,} frozen records {build:.3f} s = {result.floor:.3f} s; "
+        f"ief-jobs / floor: {ours / result.floor:.2f}x"
+    )
     fewest = spec["projects"] * math.ceil(spec["jobs"] / spec["page_size"])
     print(f"  fewest requests possible: {fewest}")
-    if not sdk:
-        print("  official SDK: not installed (pip install -e '.[bench]')")
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _chart(results: list[Result], path: str) -> None:
+    """Records per second, one panel per scenario, a bar per strategy."""
+    import matplotlib as mpl  # noqa: PLC0415 (extra "bench")
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, panels = plt.subplots(
+        len(results), 1, figsize=(7.5, 1.1 + 1.15 * len(results)), squeeze=False
+    )
+    for panel, result in zip(panels[:, 0], results, strict=True):
+        names = list(result.wall)
+        rates = [result.records / result.wall[name] for name in names]
+        colors = ["#d62728" if name == "ief-jobs" else "#7f7f7f" for name in names]
+        bars = panel.barh(names, rates, color=colors)
+        panel.bar_label(bars, labels=[f" {rate:,.0f}/s" for rate in rates], fontsize=8)
+        panel.set_title(
+            f"{result.scenario}: {result.records:,} records", fontsize=9, loc="left"
+        )
+        panel.invert_yaxis()
+        panel.set_xlim(0, max(rates) * 1.25)
+        panel.tick_params(labelsize=8)
+        panel.xaxis.set_major_formatter(
+            mpl.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}")
+        )
+    figure.suptitle(
+        f"Records per second from the emulator (higher is better), {_today()}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nchart: {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scenario", choices=["many", "one", "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--scenario", choices=[*SCENARIOS, "all"], action="append", default=None
+    )
+    parser.add_argument(
+        "--skip", default="", help="strategies to leave out, e.g. naive,sdk"
+    )
+    parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
     args = parser.parse_args()
-    names = list(SCENARIOS) if args.scenario == "both" else [args.scenario]
-    for name in names:
-        run_scenario(name, args.repeats, sdk=_sdk_installed())
+    chosen = (
+        [s for s in args.scenario if s != "all"]
+        if isinstance(args.scenario, list)
+        else []
+    )
+    names = chosen or list(SCENARIOS)
+    skip = {s for s in args.skip.split(",") if s}
+    if not _sdk_installed():
+        skip.add("sdk")
+        print("official SDK: not installed (pip install -e '.[bench]'), left out")
+    print(f"{_today()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    results = [run_scenario(name, args.repeats, skip=skip) for name in names]
+    if args.chart:
+        _chart(results, args.chart)
 
 
 if __name__ == "__main__":

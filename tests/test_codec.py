@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,6 +119,114 @@ class TestTolerance:
         assert UTC == job.created_at.tzinfo
 
 
+class TestGoStyleAnswers:
+    """A Go server writes nil slices and empty strings as null, or leaves them out."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"job_count": 0, "jobs": null}',
+            b'{"job_count": 0}',
+            b'{"job_count": 40, "jobs": null}',
+            b'{"job_count": 10}',
+        ],
+    )
+    def test_no_jobs_where_none_are_due_is_an_empty_page(self, body: bytes) -> None:
+        """``jobs`` null or missing at or past ``job_count`` is an empty page."""
+        offset = 0 if b'"job_count": 0' in body else 40
+
+        page = decode_page(body, project_id="p", offset=offset)
+
+        assert () == page.jobs
+        assert orjson.loads(body)["job_count"] == page.job_count
+
+    def test_no_jobs_where_some_are_due_is_refused(self) -> None:
+        """A null ``jobs`` below ``job_count`` is a cut answer: never silently short."""
+        with pytest.raises(DecodeError, match="records are due from offset 0"):
+            decode_page(b'{"job_count": 3, "jobs": null}', project_id="p", offset=0)
+
+    @pytest.mark.parametrize("drop", [True, False])
+    def test_null_or_missing_description_is_empty(self, drop: bool) -> None:
+        """``description`` null or missing becomes "", in both converters."""
+        job = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        if drop:
+            del job["description"]
+        else:
+            job["description"] = None
+
+        page = decode_page(
+            orjson.dumps({"job_count": 1, "jobs": [job]}), project_id="p", offset=0
+        )
+
+        assert "" == page.jobs[0].description
+        assert page.jobs[0] == _DETAILED.structure(job, BatchJob)
+
+    def test_other_fields_stay_strict_about_null(self) -> None:
+        """Only fields with a default tolerate null: a null job name is refused."""
+        with pytest.raises(DecodeError, match=r"\$\.jobs\[0\]\.job_name"):
+            decode_page(_body(job_name=None), project_id="p", offset=0)
+
+
+class TestGeneratedFastPath:
+    def test_structure_is_generated_from_the_attrs_fields(self) -> None:
+        """A class with a new field gets a fast hook with no edit beside the class."""
+
+        @attrs.frozen
+        class Wider:
+            job_id: str
+            created_at: datetime
+            status: JobStatus | str
+            extra: int
+            note: str = "none"
+
+        one, many = codec._make_fast_structure(Wider)
+        record = {"job_id": "j", "created_at": 0, "status": "Failed", "extra": 3}
+
+        assert Wider("j", datetime(1970, 1, 1, tzinfo=UTC), JobStatus.FAILED, 3) == (
+            one(record, Wider)
+        )
+        assert (one(record, Wider),) == many([record])
+        with pytest.raises(TypeError):
+            one({**record, "extra": "3"}, Wider)
+
+    def test_fast_records_are_ordinary_frozen_instances(self) -> None:
+        """Records the fast path builds behave as BatchJob(...) in every way."""
+        [fast] = decode_page(_body(), project_id="p", offset=0).jobs[:1]
+        built = _DETAILED.structure(orjson.loads(_body())["jobs"][0], BatchJob)
+
+        assert BatchJob is type(fast)
+        assert built == fast
+        assert hash(built) == hash(fast)
+        assert repr(built) == repr(fast)
+        assert fast == pickle.loads(pickle.dumps(fast))  # noqa: S301 (our own bytes)
+        assert "x" == attrs.evolve(fast, job_name="x").job_name
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            fast.job_name = "changed"  # type: ignore[misc]
+
+    def test_a_class_with_checks_is_built_through_its_init(self) -> None:
+        """A class whose __init__ does more than store (a validator) is called."""
+
+        @attrs.frozen
+        class Checked:
+            job_id: str = attrs.field(validator=attrs.validators.min_len(2))
+
+        one, _ = codec._make_fast_structure(Checked)
+
+        assert Checked("ab") == one({"job_id": "ab"}, Checked)
+        with pytest.raises(ValueError):
+            one({"job_id": "a"}, Checked)
+
+    def test_an_unknown_field_type_fails_at_generation(self) -> None:
+        """A field type the fast path cannot check is refused at import, not skipped."""
+
+        @attrs.frozen
+        class Odd:
+            values: list[int]
+
+        with pytest.raises(TypeError, match=r"no fast structure for Odd\.values"):
+            codec._make_fast_structure(Odd)
+
+
 class TestBadBodies:
     @pytest.mark.parametrize(
         ("body", "problem"),
@@ -125,7 +234,14 @@ class TestBadBodies:
             (b"<html>502</html>", "not JSON"),
             (b"", "not JSON"),
             (b"[]", "expected a JSON object @ $"),
-            (b'{"job_count": 1}', "required field missing @ $.jobs"),
+            (
+                b'{"job_count": 500}',
+                (
+                    "no jobs (null or missing) where job_count 500 says records "
+                    "are due from offset 200 @ $.jobs"
+                ),
+            ),
+            (b'{"job_count": 201, "jobs": null}', "records are due from offset 200"),
             (b'{"jobs": []}', "required field missing @ $.job_count"),
             (
                 b'{"job_count": -1, "jobs": []}',
@@ -154,7 +270,8 @@ class TestBadBodies:
             ("task_total_count", "3", "expected an integer, got str"),
             ("task_failed_count", 1.5, "expected an integer, got float"),
             ("job_name", 7, "expected a string, got int"),
-            ("description", None, "expected a string, got NoneType"),
+            ("job_id", None, "expected a string, got NoneType"),
+            ("description", 0, "expected a string, got int"),
             ("status", 3, "expected a string, got int"),
         ],
     )

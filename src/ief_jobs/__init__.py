@@ -36,7 +36,18 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import BatchJob, JobPage, JobStatus, JobType, Progress, SortOrder
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    ExtensionInfo,
+    JobPage,
+    JobStatus,
+    JobTarget,
+    JobTask,
+    JobType,
+    Progress,
+    SortOrder,
+)
 from .pagination import JobCountChanged
 from .retry import NO_RETRIES, RetryPolicy
 from .watch import JobEvent, JobEventKind
@@ -48,8 +59,10 @@ __all__ = [
     "Auth",
     "AuthenticationError",
     "BatchJob",
+    "BatchJobDetail",
     "Checkpoint",
     "DecodeError",
+    "ExtensionInfo",
     "IamPasswordAuth",
     "IefClient",
     "IefError",
@@ -58,6 +71,8 @@ __all__ = [
     "JobEventKind",
     "JobPage",
     "JobStatus",
+    "JobTarget",
+    "JobTask",
     "JobType",
     "NotFoundError",
     "Progress",

@@ -1,5 +1,6 @@
 """
-The ``ief-jobs`` command: ``demo``, ``list``, ``count``, ``watch`` and ``emulator``.
+The ``ief-jobs`` command: ``demo``, ``list``, ``count``, ``show``, ``watch`` and
+``emulator``.
 
 Needs the ``cli`` extra (click for the commands, rich for tables and progress).
 Credentials come from the environment (``HUAWEICLOUD_SDK_AK`` and
@@ -26,6 +27,8 @@ from rich.table import Table
 
 from . import (
     AkSkAuth,
+    BatchJobDetail,
+    ExtensionInfo,
     IamPasswordAuth,
     IefClient,
     IefError,
@@ -36,7 +39,7 @@ from . import (
     TokenAuth,
     auth_from_env,
 )
-from .emulator import Emulator, Faults
+from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
 
@@ -302,22 +305,23 @@ async def _demo_watch(console: Console) -> None:
     )
 
 
-def _client_options(func: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(
-        [
-            click.option("--endpoint", envvar="IEF_ENDPOINT", help="Base URL of IEF."),
-            click.option(
-                "--region", help="Region, e.g. cn-north-4 (instead of --endpoint)."
-            ),
-            click.option("--instance-id", help="ief-instance-id (platinum edition)."),
-            click.option(
-                "--insecure", is_flag=True, help="Do not verify TLS certificates."
-            ),
-            click.argument("project_ids", nargs=-1, required=True),
-        ]
-    ):
+_CONNECTION_OPTIONS = (
+    click.option("--endpoint", envvar="IEF_ENDPOINT", help="Base URL of IEF."),
+    click.option("--region", help="Region, e.g. cn-north-4 (instead of --endpoint)."),
+    click.option("--instance-id", help="ief-instance-id (platinum edition)."),
+    click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+)
+
+
+def _connection_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_CONNECTION_OPTIONS):
         func = option(func)
     return func
+
+
+def _client_options(func: Callable[..., None]) -> Callable[..., None]:
+    project_ids = click.argument("project_ids", nargs=-1, required=True)
+    return _connection_options(project_ids(func))
 
 
 def _make_client(
@@ -427,6 +431,97 @@ def count(
     _run(run())
 
 
+def _detail_fields(project_id: str, detail: BatchJobDetail) -> dict[str, object]:
+    def info(pairs: Sequence[ExtensionInfo]) -> list[dict[str, str]]:
+        return [{"key": pair.key, "value": pair.value} for pair in pairs]
+
+    return {
+        **_job_fields(project_id, detail.to_job()),
+        "target_type": detail.target_type,
+        "task_data": detail.task_data,
+        "tasks": [
+            {
+                "task_id": task.task_id,
+                "task_name": task.task_name,
+                "status": str(task.status),
+                "reason": task.reason,
+                "created_at": task.created_at.isoformat(),
+                "target_id": task.target_id,
+                "extension_info": info(task.extension_info),
+            }
+            for task in detail.tasks
+        ],
+        "targets": [
+            {
+                "target_id": target.target_id,
+                "extension_info": info(target.extension_info),
+            }
+            for target in detail.targets
+        ],
+    }
+
+
+def _detail_tables(project_id: str, detail: BatchJobDetail) -> tuple[Table, Table]:
+    job = Table(title=f"Batch job {detail.job_id}", show_header=False)
+    job.add_column("field")
+    job.add_column("value")
+    for name, value in _detail_fields(project_id, detail).items():
+        if name not in {"tasks", "targets"}:
+            job.add_row(name, str(value))
+    tasks = Table(title=f"{len(detail.tasks)} tasks")
+    for column in ("task", "status", "target", "created (UTC)", "reason"):
+        tasks.add_column(column)
+    for task in detail.tasks:
+        tasks.add_row(
+            task.task_name,
+            str(task.status),
+            task.target_id,
+            task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            task.reason,
+        )
+    return job, tasks
+
+
+@main.command()
+@_connection_options
+@click.argument("project_id")
+@click.argument("job_id")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default=None,
+    help="table for people, json for pipes (default: table on a terminal).",
+)
+def show(
+    project_id: str,
+    job_id: str,
+    endpoint: str | None,
+    region: str | None,
+    instance_id: str | None,
+    insecure: bool,
+    output: str | None,
+) -> None:
+    """Show one batch job of PROJECT_ID with its tasks and targets (one request)."""
+    output = output or ("table" if sys.stdout.isatty() else "json")
+    client = _make_client(endpoint, region, instance_id, insecure)
+
+    async def run() -> BatchJobDetail:
+        async with client as ief:
+            return await ief.get_job(project_id, job_id)
+
+    detail = _run(run())
+    if output == "json":
+        sys.stdout.buffer.write(
+            orjson.dumps(_detail_fields(project_id, detail)) + b"\n"
+        )
+        sys.stdout.flush()
+    else:
+        console = Console()
+        for table in _detail_tables(project_id, detail):
+            console.print(table)
+
+
 @main.command()
 @_client_options
 @click.option(
@@ -502,6 +597,20 @@ def watch(
 @click.option(
     "--running", is_flag=True, help="Jobs run: statuses advance within minutes."
 )
+@click.option(
+    "--new-jobs-per-hour",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="With --running: new jobs per project per hour.",
+)
+@click.option(
+    "--stragglers",
+    type=click.IntRange(min=0),
+    default=DEFAULT_STRAGGLERS,
+    show_default=True,
+    help="Old unfinished jobs per project, deep in its list.",
+)
 def emulator(
     port: int,
     projects: int,
@@ -511,8 +620,12 @@ def emulator(
     page_cap: int | None,
     token: str | None,
     running: bool,
+    new_jobs_per_hour: float,
+    stragglers: int,
 ) -> None:
     """Serve the IEF emulator on 127.0.0.1 until interrupted."""
+    if new_jobs_per_hour and not running:
+        raise click.UsageError("--new-jobs-per-hour needs --running")
 
     async def serve() -> None:
         faults = Faults(latency=latency, page_cap=page_cap)
@@ -524,6 +637,8 @@ def emulator(
             token=token,
             faults=faults,
             running=running,
+            new_jobs_per_hour=new_jobs_per_hour,
+            stragglers=stragglers,
         ) as server:
             info = server.info()
             key = info["access_key"]

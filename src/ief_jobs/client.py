@@ -30,28 +30,51 @@ from yarl import URL
 from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .fanout import merge_walks
-from .models import BatchJob, JobPage, JobType, ListQuery, Progress, SortOrder
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    JobPage,
+    JobType,
+    ListQuery,
+    Progress,
+    SortOrder,
+)
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, watch
 
-__all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_TIMEOUT", "IefClient", "check_project_id"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "IefClient",
+    "check_job_id",
+    "check_project_id",
+]
 
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_CONCURRENCY: Final = 32
-_PROJECT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a project or job id
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 ErrorPolicy = Literal["raise", "collect"]
 
 
+def _plain_segment(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _PLAIN_SEGMENT.fullmatch(value):
+        msg = f"{what} must be letters, digits, '-' or '_', not {value!r}"
+        raise ValueError(msg)
+    return value
+
+
 def check_project_id(project_id: str) -> str:
     """Refuse a project id that could change the path: a plain segment only."""
-    if not isinstance(project_id, str) or not _PROJECT_ID.fullmatch(project_id):
-        msg = f"project id must be letters, digits, '-' or '_', not {project_id!r}"
-        raise ValueError(msg)
-    return project_id
+    return _plain_segment(project_id, "project id")
+
+
+def check_job_id(job_id: str) -> str:
+    """Refuse a job id that could change the path: a plain segment only."""
+    return _plain_segment(job_id, "job id")
 
 
 def _project_list(project_ids: Iterable[str]) -> list[str]:
@@ -546,6 +569,35 @@ class IefClient:
         check_project_id(project_id)
         query = self._query(job_type=job_type, instance_id=instance_id)
         return await self._count(project_id, query)
+
+    async def get_job(
+        self, project_id: str, job_id: str, *, instance_id: str | None = None
+    ) -> BatchJobDetail:
+        """
+        One batch job with its sub-tasks and targets (IEF's ShowBatchJob).
+
+        One request, with the same credentials, in-flight bound, retries, body
+        bound and error mapping as a page of the listing. The ids are checked
+        here, at the call, before any request. ``detail.to_job()`` is the
+        `BatchJob` the listing gives for it.
+
+        Example::
+
+            detail = await ief.get_job("p1", job.job_id)
+            for task in detail.tasks:
+                print(task.task_name, task.status, task.reason)
+
+        Raises:
+            ValueError: A project or job id that is not a plain path segment.
+            NotFoundError: No job with this id in the project.
+            ApiError: IEF refused the request (after retries, where they apply).
+            TransportError: No usable answer.
+            DecodeError: The answer was not the documented JSON.
+        """
+        check_project_id(project_id)
+        check_job_id(job_id)
+        query = self._query(instance_id=instance_id)  # checked as a listing's
+        return await self._transport.get_job(project_id, job_id, query.instance_id)
 
     async def _count(self, project_id: str, query: ListQuery) -> int:
         page = await self._transport.page_fetcher(project_id, query)(0, 1)

@@ -9,9 +9,10 @@ within a small factor of ``orjson.loads`` into plain dicts
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from itertools import repeat
-from typing import Any, Final
+from operator import itemgetter
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
@@ -22,9 +23,20 @@ from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 from cattrs.v import format_exception
 
 from .errors import DecodeError
-from .models import BatchJob, JobPage, JobStatus, JobType
+from .models import (
+    BatchJob,
+    BatchJobDetail,
+    ExtensionInfo,
+    JobPage,
+    JobStatus,
+    JobTarget,
+    JobTask,
+    JobType,
+)
 
-__all__ = ["decode_page", "make_converter"]
+__all__ = ["decode_job_detail", "decode_page", "make_converter"]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -84,50 +96,123 @@ def _structure_status(value: Any, _: type) -> JobStatus | str:
     return _JOB_STATUSES.get(value, value)
 
 
-_from_timestamp: Final = datetime.fromtimestamp
+# -- the fast path: generated from BatchJob's attrs fields, once, at import ---
+#
+# cattrs generates one hook per field and calls it per value; here one function
+# per class checks every JSON type inline and builds the records in one loop (no
+# Python call per record or per field), which is what keeps decoding within a
+# small factor of ``orjson.loads`` (benchmarks/bench_decode.py). It is generated
+# from the attrs fields, so a new field needs no second edit, only a type this
+# table knows. A record it rejects is explained, path by path, by the detailed
+# converter's cattrs hooks; the tests hold the two to the same answers.
+
+# field type -> (the test that rejects a JSON value, the expression that converts it)
+_FAST_FIELDS: Final[dict[object, tuple[str, str]]] = {
+    str: ("type({v}) is not str", "{v}"),
+    int: ("type({v}) is not int", "{v}"),
+    datetime: (
+        "(type({v}) is not int and type({v}) is not float)",
+        "_from_timestamp({v}, _UTC)",
+    ),
+    JobType | str: ("type({v}) is not str", "_JOB_TYPES.get({v}, {v})"),
+    JobStatus | str: ("type({v}) is not str", "_JOB_STATUSES.get({v}, {v})"),
+}
 
 
-def _structure_job_fast(o: Any, _: type) -> BatchJob:
-    # Written out rather than generated: inline type checks instead of one hook
-    # call per field make decoding a fifth faster (benchmarks/bench_decode.py).
-    # Only the fast converter uses it; a record it rejects is explained, path
-    # by path, by the detailed converter's generated hook, and the tests hold
-    # the two to the same answers.
-    job_id = o["job_id"]
-    job_name = o["job_name"]
-    job_type = o["job_type"]
-    created_at = o["created_at"]
-    status = o["status"]
-    total = o["task_total_count"]
-    succeeded = o["task_success_count"]
-    failed = o["task_failed_count"]
-    updated_at = o["status_last_updated_at"]
-    description = o["description"]
-    if (
-        type(job_id) is not str
-        or type(job_name) is not str
-        or type(job_type) is not str
-        or type(status) is not str
-        or type(description) is not str
-        or type(total) is not int
-        or type(succeeded) is not int
-        or type(failed) is not int
-        or (type(created_at) is not int and type(created_at) is not float)
-        or (type(updated_at) is not int and type(updated_at) is not float)
-    ):
-        raise TypeError("a field of the wrong JSON type")
-    return BatchJob(
-        job_id,
-        job_name,
-        _JOB_TYPES.get(job_type, job_type),
-        _from_timestamp(created_at, UTC),
-        _JOB_STATUSES.get(status, status),
-        total,
-        succeeded,
-        failed,
-        _from_timestamp(updated_at, UTC),
-        description,
+def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
+    """The body that turns one wire dict ``o`` into ``cls`` (in ``_record``)."""
+    fields = attrs.fields(attrs.resolve_types(cls))
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_from_timestamp": datetime.fromtimestamp,
+        "_UTC": UTC,
+        "_JOB_TYPES": _JOB_TYPES,
+        "_JOB_STATUSES": _JOB_STATUSES,
+    }
+    required = [f.name for f in fields if f.default is attrs.NOTHING]
+    if len(required) > 1:  # one C call for every lookup
+        namespace["_required"] = itemgetter(*required)
+        lines = [f"{', '.join(required)}, = _required(o)"]
+    else:  # itemgetter of one name returns the value, not a tuple
+        lines = [f"{name} = o[{name!r}]" for name in required]
+    checks, values = [], []
+    for field in fields:
+        if field.type not in _FAST_FIELDS:
+            msg = f"no fast structure for {cls.__name__}.{field.name}: {field.type}"
+            raise TypeError(msg)
+        check, convert = _FAST_FIELDS[field.type]
+        name = field.name
+        if field.default is not attrs.NOTHING:
+            # null or missing: the default stands in (Go writes "" as null)
+            namespace[f"_default_{name}"] = field.default
+            lines += [
+                f"{name} = o.get({name!r})",
+                f"if {name} is None:",
+                f"    {name} = _default_{name}",
+            ]
+        checks.append(check.format(v=name))
+        values.append(convert.format(v=name))
+    lines += [
+        f"if {' or '.join(checks)}:",
+        "    raise TypeError('a field of the wrong JSON type')",
+    ]
+    if _can_build_unfrozen(cls):
+        # A frozen attrs class's __init__ writes through its instance dict,
+        # which costs twice a plain attribute store (half of what a record
+        # costs beyond orjson). The same fields are set on a plain object of an
+        # identical layout, which then becomes the frozen class: equal, hashable
+        # and immutable like any other instance (the tests hold it to that).
+        namespace["_Building"] = type(f"_Building{cls.__name__}", (), {})
+        namespace["_become"] = object.__setattr__
+        lines.append("_record = _Building()")
+        lines += [
+            f"_record.{f.name} = {value}"
+            for f, value in zip(fields, values, strict=True)
+        ]
+        lines.append("_become(_record, '__class__', _cls)")
+    else:
+        lines.append(f"_record = _cls({', '.join(values)})")
+    return "\n".join(lines), namespace
+
+
+def _can_build_unfrozen(cls: type) -> bool:
+    """Whether *cls*'s __init__ only stores its fields (nothing to run, no slots)."""
+    return (
+        "__slots__" not in cls.__dict__
+        and not hasattr(cls, "__attrs_post_init__")
+        and not hasattr(cls, "__attrs_pre_init__")
+        and all(
+            f.validator is None and f.converter is None and f.init
+            for f in attrs.fields(cls)
+        )
     )
+
+
+def _make_fast_structure(
+    cls: type[T],
+) -> tuple[Callable[[Any, type], T], Callable[[list[Any]], tuple[T, ...]]]:
+    """Generate ``(structure one record, structure a list)`` for *cls*."""
+    body, namespace = _fast_structure_source(cls)
+    one = "\n    ".join(body.splitlines())
+    many = "\n        ".join(body.splitlines())
+    # the helpers become default arguments: local lookups in the loop
+    bound = ", ".join(f"{name}={name}" for name in namespace)
+    source = (
+        f"def structure_one(o, _, *, {bound}):\n    {one}\n    return _record\n\n"
+        f"def structure_many(records, *, {bound}):\n"
+        "    out = []\n"
+        "    append = out.append\n"
+        "    for o in records:\n"
+        f"        {many}\n"
+        "        append(_record)\n"
+        "    return tuple(out)\n"
+    )
+    code = compile(source, f"<ief_jobs fast structure {cls.__name__}>", "exec")
+    exec(code, namespace)  # noqa: S102 (our own source, built from attrs fields)
+    return namespace["structure_one"], namespace["structure_many"]
+
+
+_structure_job_fast, _structure_jobs_fast = _make_fast_structure(BatchJob)
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:
@@ -139,13 +224,36 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
+def _tolerate_null(default: Any, hook: Callable[[Any, type], Any]) -> Any:
+    def structure(value: Any, type_: type) -> Any:
+        return default if value is None else hook(value, type_)
+
+    return structure
+
+
+def _record_hook(conv: OrjsonConverter, cls: type) -> Callable[[Any, type], Any]:
+    # a field with a default takes null as missing: its default stands in
+    overrides: dict[str, Any] = {
+        field.name: cattrs.override(
+            struct_hook=_tolerate_null(
+                field.default, conv.get_structure_hook(field.type)
+            )
+        )
+        for field in attrs.fields(attrs.resolve_types(cls))
+        if field.default is not attrs.NOTHING
+    }
+    return make_dict_structure_fn(cls, conv, **overrides)
+
+
 def make_converter(*, detailed_validation: bool = True) -> OrjsonConverter:
     """
     Build the converter for IEF bodies.
 
     Unix seconds become aware UTC datetimes, unknown job types and statuses stay
     plain strings, unknown fields are ignored, and text or numbers of the wrong
-    JSON type are rejected rather than coerced.
+    JSON type are rejected rather than coerced. A field with a default
+    (``description``) takes null or absence as its default, as a Go server
+    writes an empty value; every other field is required.
     """
     conv = _make_orjson_converter(detailed_validation=detailed_validation)
     conv.register_structure_hook(str, _structure_str)
@@ -155,10 +263,11 @@ def make_converter(*, detailed_validation: bool = True) -> OrjsonConverter:
     # passthrough would win over it; a predicate on the exact union does not.
     conv.register_structure_hook_func(lambda t: t == JobType | str, _structure_job_type)
     conv.register_structure_hook_func(lambda t: t == JobStatus | str, _structure_status)
-    if not detailed_validation:
+    if detailed_validation:
+        conv.register_structure_hook(BatchJob, _record_hook(conv, BatchJob))
+    else:
         conv.register_structure_hook(BatchJob, _structure_job_fast)
     structure_jobs = conv.get_structure_hook(tuple[BatchJob, ...])
-    structure_job = conv.get_structure_hook(BatchJob)
 
     def _structure_job_list(value: Any, type_: type) -> tuple[BatchJob, ...]:
         if type(value) is not list:  # a dict or a string is iterable too
@@ -167,8 +276,7 @@ def make_converter(*, detailed_validation: bool = True) -> OrjsonConverter:
         if detailed_validation:
             jobs: tuple[BatchJob, ...] = structure_jobs(value, type_)  # notes the index
             return jobs
-        # map() calls the generated hook from C: no Python frame per record
-        return tuple(map(structure_job, value, repeat(BatchJob)))
+        return _structure_jobs_fast(value)
 
     conv.register_structure_hook(
         _WirePage,
@@ -182,13 +290,24 @@ def make_converter(*, detailed_validation: bool = True) -> OrjsonConverter:
     return conv
 
 
-# Two converters, both built once: the fast one structures without collecting
-# errors; only a body it rejects is structured again, by the detailed one, to
-# name every bad place by path. Good bodies are validated once.
-_CONVERTER: Final = make_converter(detailed_validation=False)
+# The fast path above structures without collecting errors; only a body it
+# rejects is structured again, by the detailed converter (built once), to name
+# every bad place by path. Good bodies are validated once.
 _DETAILED: Final = make_converter()
-_structure_wire_page: Final = _CONVERTER.get_structure_hook(_WirePage)
 _explain_wire_page: Final = _DETAILED.get_structure_hook(_WirePage)
+
+
+def _fast_page(data: dict[str, Any]) -> tuple[int, tuple[BatchJob, ...] | None]:
+    """``(job_count, jobs)`` of a body; jobs is None where null or missing."""
+    count = data["job_count"]
+    if type(count) is not int or count < 0:
+        raise TypeError(count)  # the detailed converter explains it
+    records = data.get("jobs")
+    if records is None:
+        return count, None
+    if type(records) is not list:
+        raise TypeError(records)
+    return count, _structure_jobs_fast(records)
 
 
 def _problems(data: dict[str, Any]) -> tuple[str, ...]:
@@ -235,7 +354,7 @@ def decode_page(
             request_id=request_id,
         )
     try:
-        wire = _structure_wire_page(data, _WirePage)
+        count, jobs = _fast_page(data)
     except (
         cattrs.BaseValidationError,
         TypeError,
@@ -251,10 +370,104 @@ def decode_page(
             offset=offset,
             request_id=request_id,
         ) from None
+    if jobs is None:
+        # Go writes an empty slice as null (or leaves it out): an empty page
+        # where no record is due; where records are due the answer was cut
+        # short, and a listing is never silently short
+        if offset < count:
+            problem = (
+                f"no jobs (null or missing) where job_count {count} says records "
+                f"are due from offset {offset} @ $.jobs"
+            )
+            raise DecodeError(
+                problems=(problem,),
+                project_id=project_id,
+                offset=offset,
+                request_id=request_id,
+            )
+        jobs = ()
     return JobPage(
         project_id=project_id,
         offset=offset,
-        job_count=wire.job_count,
-        jobs=wire.jobs,
+        job_count=count,
+        jobs=jobs,
         request_id=request_id,
     )
+
+
+# -- ShowBatchJob: one job, one request; not a hot path, so the detailed
+# converter alone, which names every bad place by path.
+
+
+def _strict_array(conv: OrjsonConverter, item: type) -> None:
+    # cattrs would take any iterable for a tuple: a dict or a string too
+    array = tuple[item, ...]  # type: ignore[valid-type]
+    structure_items = conv.get_structure_hook(array)
+
+    def structure(value: Any, type_: type) -> tuple[Any, ...]:
+        if type(value) is not list:
+            msg = f"expected an array, got {type(value).__name__}"
+            raise TypeError(msg)
+        items: tuple[Any, ...] = structure_items(value, type_)  # notes the index
+        return items
+
+    # a predicate: a generic alias is not a class singledispatch takes
+    conv.register_structure_hook_func(lambda t: t == array, structure)
+
+
+def _make_detail_converter() -> OrjsonConverter:
+    # inner classes first: a record's hook takes its fields' hooks when built
+    conv = make_converter()
+    for cls in (ExtensionInfo, JobTask, JobTarget):
+        conv.register_structure_hook(cls, _record_hook(conv, cls))
+        _strict_array(conv, cls)
+    conv.register_structure_hook(BatchJobDetail, _record_hook(conv, BatchJobDetail))
+    return conv
+
+
+_structure_detail: Final = _make_detail_converter().get_structure_hook(BatchJobDetail)
+
+
+def decode_job_detail(
+    body: bytes | str,
+    *,
+    project_id: str,
+    job_id: str,
+    request_id: str | None = None,
+) -> BatchJobDetail:
+    """
+    Decode one response body of ShowBatchJob into a `BatchJobDetail`.
+
+    Strict as `decode_page` is, and tolerant in the same places: a null or
+    missing ``description``, ``task_data``, ``reason``, ``extension_info``,
+    ``tasks`` or ``targets`` is empty (Go writes empty slices as null).
+
+    Example::
+
+        detail = decode_job_detail(body, project_id="p1", job_id=job_id)
+        print(detail.status, [task.status for task in detail.tasks])
+
+    Raises:
+        DecodeError: The body is not JSON, or not the documented shape; its
+            *problems* name each bad place by path (``$.tasks[3].created_at``)
+            and the first says which job was asked for.
+    """
+
+    def error(*problems: str) -> DecodeError:
+        return DecodeError(
+            problems=(f"job {job_id}", *problems),
+            project_id=project_id,
+            request_id=request_id,
+        )
+
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not JSON: {exc}") from None
+    if type(data) is not dict:
+        raise error(f"expected a JSON object @ $, got {type(data).__name__}")
+    try:
+        detail: BatchJobDetail = _structure_detail(data, BatchJobDetail)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        raise error(*cattrs.transform_error(exc, format_exception=_describe)) from None
+    return detail

@@ -192,3 +192,96 @@ class ListQuery:
     offset: int = attrs.field(default=0, validator=_whole(0))
     max_items: int | None = attrs.field(default=None, validator=_optional_whole(0))
     instance_id: str | None = attrs.field(default=None, validator=_optional_text)
+
+
+# -- ShowBatchJob: one job with its sub-tasks and targets ---------------------
+
+
+@attrs.frozen
+class ExtensionInfo:
+    """One extra fact about a task's or a target's target, as IEF sends it."""
+
+    key: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class JobTask:
+    """
+    One sub-task of a batch job: the job's work on one target. Immutable and
+    hashable.
+
+    *status* takes the same values as a job's; one this version does not know
+    is kept as a plain ``str``. *reason* says why it failed, in the server's
+    words, and is empty when it did not.
+    """
+
+    task_id: str
+    task_name: str
+    status: JobStatus | str
+    # Go writes an empty string or slice as null, or leaves it out: empty here
+    reason: str = ""
+    created_at: datetime  # timezone-aware, UTC
+    target_id: str  # the node, node group or deployment it ran on
+    extension_info: tuple[ExtensionInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class JobTarget:
+    """What a batch job was created for: a node, node group or deployment."""
+
+    target_id: str
+    extension_info: tuple[ExtensionInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class BatchJobDetail:
+    """
+    One batch job as ShowBatchJob gives it: the listing's ten fields, plus what
+    it acts on and each of its sub-tasks. Immutable and hashable.
+
+    *target_type* is ``node``, ``node_group`` or ``deployment``; *task_data* is
+    the deployment definition (a JSON document in a string) for deploy and
+    upgrade jobs, empty for node upgrades.
+
+    Example::
+
+        detail = await ief.get_job(project_id, job_id)
+        failed = [t for t in detail.tasks if t.status == JobStatus.FAILED]
+        assert detail.to_job().task_failed_count == len(failed)
+    """
+
+    job_id: str
+    job_name: str
+    job_type: JobType | str
+    description: str = ""
+    created_at: datetime  # timezone-aware, UTC
+    status: JobStatus | str
+    task_total_count: int
+    task_success_count: int
+    task_failed_count: int
+    status_last_updated_at: datetime  # timezone-aware, UTC
+    target_type: str
+    task_data: str = ""
+    tasks: tuple[JobTask, ...] = ()
+    targets: tuple[JobTarget, ...] = ()
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the job reached a final status (an unknown status is not final)."""
+        return self.status in FINAL_STATUSES
+
+    def to_job(self) -> BatchJob:
+        """The job's summary: the `BatchJob` the listing gives for it."""
+        return BatchJob(
+            job_id=self.job_id,
+            job_name=self.job_name,
+            job_type=self.job_type,
+            created_at=self.created_at,
+            status=self.status,
+            task_total_count=self.task_total_count,
+            task_success_count=self.task_success_count,
+            task_failed_count=self.task_failed_count,
+            status_last_updated_at=self.status_last_updated_at,
+            description=self.description,
+        )

@@ -1,5 +1,6 @@
 """
-One request -> one `JobPage`: the only module of the client side that talks aiohttp.
+One request -> one `JobPage` (or one `BatchJobDetail`): the only module of the
+client side that talks aiohttp.
 
 `Transport` owns (or borrows) the aiohttp session and does everything one page
 needs: the URL, credentials, the client-wide bound on requests in flight and the
@@ -15,7 +16,7 @@ headers) is built once per walk, not per request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -23,7 +24,7 @@ from yarl import URL
 
 from ._signing import encode_query
 from .auth import Auth, RefreshableAuth
-from .codec import decode_page
+from .codec import decode_job_detail, decode_page
 from .errors import (
     AuthenticationError,
     IefError,
@@ -31,10 +32,12 @@ from .errors import (
     TransportError,
     error_from_response,
 )
-from .models import JobPage, ListQuery
+from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
+
+T = TypeVar("T")
 
 # Per request: connecting should be quick; a page is small, so a long silence
 # means a stuck server, not a slow one.
@@ -161,27 +164,63 @@ class Transport:
         after = encode_query(p for p in fixed if p[0] > "offset")
         prefix = f"{path}?{before}&" if before else f"{path}?"
         suffix = f"&{after}" if after else ""
-        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
-        instance = (
-            query.instance_id if query.instance_id is not None else self._instance_id
-        )
-        if instance is not None:
-            headers["ief-instance-id"] = instance
+        headers = self._headers(project_id, query.instance_id)
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            return await self.fetch(url, headers, project_id, offset)
+            return await self.fetch(url, headers, project_id, offset, decode_page)
 
         return fetch
 
+    def _headers(self, project_id: str, instance_id: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-Project-Id": project_id}
+        instance = instance_id if instance_id is not None else self._instance_id
+        if instance is not None:
+            headers["ief-instance-id"] = instance
+        return headers
+
+    async def get_job(
+        self, project_id: str, job_id: str, instance_id: str | None
+    ) -> BatchJobDetail:
+        """
+        ShowBatchJob for one job, as a page is fetched: the same credentials,
+        bounds, retries and error mapping. The ids are checked by the caller.
+        """
+        url = self._endpoint.with_path(
+            f"{self._base_path}/v2/{project_id}/productmgr/jobs/{job_id}"
+        )
+
+        # called as decode_page is: the project and the (absent) offset go by
+        def decode(
+            body: bytes, *, request_id: str | None, **_: object
+        ) -> BatchJobDetail:
+            return decode_job_detail(
+                body, project_id=project_id, job_id=job_id, request_id=request_id
+            )
+
+        headers = self._headers(project_id, instance_id)
+        return await self.fetch(url, headers, project_id, None, decode)
+
     async def fetch(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
-        """One page with retries; an error names the project, offset and attempts."""
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Callable[..., T],
+    ) -> T:
+        """
+        One GET with retries, its body turned into a record by *decode*.
+
+        *decode* is called as ``decode(body, project_id=, offset=,
+        request_id=)`` (`decode_page` for a page of the list call); *offset* is
+        None for a request that is not a page. An error names the project, the
+        offset and the attempts made.
+        """
         retry = self._retry
         started = retry.clock()
         try:
-            return await self._send(url, headers, project_id, offset)
+            return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             if retry.attempts == 1 or not retry.is_retryable(exc):
                 raise
@@ -194,15 +233,20 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(url, headers, project_id, offset)
+                    return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             exc.attempts = attempt_number
             raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _send(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Callable[..., T],
+    ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
         refreshed = False
@@ -223,7 +267,7 @@ class Transport:
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode_page(
+                return decode(
                     body, project_id=project_id, offset=offset, request_id=request_id
                 )
             error = error_from_response(
@@ -243,7 +287,7 @@ class Transport:
             raise error
 
     async def _authorize(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int | None
     ) -> None:
         try:
             await self._auth.apply("GET", url, headers)
@@ -258,7 +302,7 @@ class Transport:
         url: URL,
         headers: dict[str, str],
         project_id: str,
-        offset: int,
+        offset: int | None,
     ) -> tuple[int, bytes, dict[str, str]]:
         self.requests_sent += 1
         try:
@@ -286,7 +330,7 @@ class Transport:
             ) from None
 
     async def _read_body(
-        self, response: aiohttp.ClientResponse, project_id: str, offset: int
+        self, response: aiohttp.ClientResponse, project_id: str, offset: int | None
     ) -> bytes:
         limit = self._max_body_size
         length = response.content_length

@@ -218,3 +218,112 @@ class TestWatch:
         lines = result.stdout.splitlines()
         assert 2 == len(lines)
         assert all("created" in line for line in lines)
+
+
+class TestShow:
+    def _job(self, served: Emulator, index: int = -1) -> dict[str, object]:
+        # the newest job runs or waits: its tasks are not all alike
+        return served.jobs(served.project_ids[0])[index]
+
+    def test_json(self, served: Emulator) -> None:
+        """--format json prints the job as the listing does, plus its tasks and
+        targets, one JSON document."""
+        job = self._job(served)
+        pid = served.project_ids[0]
+        result = CliRunner().invoke(
+            main,
+            ["show", "--format", "json", pid, str(job["job_id"])],
+            env=_env(served),
+        )
+
+        assert 0 == result.exit_code, result.output
+        shown = orjson.loads(result.stdout)
+        listed = CliRunner().invoke(
+            main,
+            ["list", "--format", "jsonl", "--max-items", "1", pid],
+            env=_env(served),
+        )
+        assert orjson.loads(listed.stdout) == {
+            k: v for k, v in shown.items() if k not in _DETAIL_ONLY
+        }
+        assert job["task_total_count"] == len(shown["tasks"]) == len(shown["targets"])
+        assert {"task_id", "status", "reason", "created_at", "target_id"} <= set(
+            shown["tasks"][0]
+        )
+
+    def test_table(self, served: Emulator) -> None:
+        """The table names the job and lists each task."""
+        job = self._job(served, 0)
+        result = CliRunner().invoke(
+            main,
+            ["show", "--format", "table", served.project_ids[0], str(job["job_id"])],
+            env=_env(served),
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert str(job["job_name"]) in result.stdout
+        assert f"{job['task_total_count']} tasks" in result.stdout
+
+    def test_an_unknown_job_is_one_line(self, served: Emulator) -> None:
+        """A job the project does not have: one line on stderr, exit code 1."""
+        result = CliRunner().invoke(
+            main, ["show", served.project_ids[0], "no-such-job"], env=_env(served)
+        )
+
+        assert 1 == result.exit_code
+        [line] = result.stderr.splitlines()
+        assert "IEF.100404" in line
+        assert served.token not in result.output
+
+    def test_a_bad_job_id_is_a_usage_error(self, served: Emulator) -> None:
+        """A job id that could change the path is refused before any request."""
+        before = served.stats.requests
+        result = CliRunner().invoke(
+            main, ["show", served.project_ids[0], "../admin"], env=_env(served)
+        )
+
+        assert 2 == result.exit_code
+        assert "job id must be" in result.output
+        assert before == served.stats.requests
+
+
+_DETAIL_ONLY = {"target_type", "task_data", "tasks", "targets"}
+
+
+class TestEmulatorCommand:
+    def test_new_options_reach_the_emulator(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--running, --new-jobs-per-hour and --stragglers configure the emulator."""
+        made: dict[str, object] = {}
+
+        def fake_emulator(**kwargs: object) -> None:
+            made.update(kwargs)
+            raise KeyboardInterrupt  # as Ctrl-C stops the real one
+
+        monkeypatch.setattr("ief_jobs.cli.Emulator", fake_emulator)
+        result = CliRunner().invoke(
+            main,
+            [
+                "emulator",
+                "--running",
+                "--new-jobs-per-hour",
+                "90",
+                "--stragglers",
+                "5",
+            ],
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert (True, 90.0, 5) == (
+            made["running"],
+            made["new_jobs_per_hour"],
+            made["stragglers"],
+        )
+
+    def test_new_jobs_need_running(self) -> None:
+        """New jobs arrive only in running mode: asking without it is a usage error."""
+        result = CliRunner().invoke(main, ["emulator", "--new-jobs-per-hour", "5"])
+
+        assert 2 == result.exit_code
+        assert "--running" in result.output

@@ -9,14 +9,19 @@ from ief_jobs import (
     AkSkAuth,
     Auth,
     BatchJob,
+    BatchJobDetail,
     Checkpoint,
+    ExtensionInfo,
     IamPasswordAuth,
     IefClient,
     JobEvent,
     JobEventKind,
     JobPage,
     JobStatus,
+    JobTarget,
+    JobTask,
     JobType,
+    NotFoundError,
     RedisCheckpoint,
     SortOrder,
     SqliteCheckpoint,
@@ -41,10 +46,21 @@ async def use_api(token: str) -> None:
             assert_type(job, BatchJob)
         assert_type(await ief.list_jobs("p1"), list[BatchJob])
         assert_type(await ief.count_jobs("p1"), int)
+        detail = await ief.get_job("p1", "66273c66-f72e", instance_id="i1")
+        assert_type(detail, BatchJobDetail)
+        assert_type(detail.to_job(), BatchJob)
+        assert_type(detail.tasks, tuple[JobTask, ...])
+        assert_type(detail.targets, tuple[JobTarget, ...])
+        for task in detail.tasks:
+            assert_type(task.status, JobStatus | str)
+            assert_type(task.created_at, datetime)
+            assert_type(task.extension_info, tuple[ExtensionInfo, ...])
     try:
         pass
     except ThrottledError as exc:
         assert_type(exc.retry_after, float | None)
+    except NotFoundError as exc:
+        assert_type(exc.status, int)
 
 
 async def use_credentials_and_watch(ak: str, sk: str, password: str) -> None:

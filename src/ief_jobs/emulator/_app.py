@@ -1,5 +1,6 @@
 """
-The emulator's aiohttp.web routes: IEF's list call, its errors and its faults.
+The emulator's aiohttp.web routes: IEF's list and show calls, its errors and its
+faults.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import random
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import orjson
@@ -23,9 +24,9 @@ from ief_jobs._signing import (
     parse_sdk_date,
     signature,
 )
-from ief_jobs.models import JobStatus, JobType, SortOrder
+from ief_jobs.models import JobType, SortOrder
 
-from ._data import RunPlan, make_job, plan_run
+from ._data import ProjectJobs, Transition, job_detail
 from ._faults import Faults, Stats, TokenBucket, roll
 
 MAX_LIMIT: Final = 1000  # other IEF list calls accept 1..1000; the docs say none here
@@ -57,71 +58,6 @@ class AccessKey:
     access_key: str
     secret_key: str = attrs.field(repr=False)
     security_token: str | None = attrs.field(default=None, repr=False)
-
-
-class ProjectJobs:
-    """One project's jobs, oldest first, with the filtered views cached."""
-
-    __slots__ = ("_by_type", "_next_created", "jobs", "plans")
-
-    def __init__(self, jobs: list[dict[str, Any]]) -> None:
-        self.jobs = jobs
-        self._by_type: dict[str, list[dict[str, Any]]] = {}
-        self._next_created = (jobs[-1]["created_at"] + 1) if jobs else 1_700_000_000
-        # when running: each job that runs, with its plan, by id
-        self.plans: dict[str, tuple[dict[str, Any], RunPlan]] | None = None
-
-    def _plan(self, rng: random.Random, job: dict[str, Any], now: float) -> None:
-        plan = plan_run(rng, job, now)
-        if plan is not None and self.plans is not None:
-            self.plans[job["job_id"]] = (job, plan)
-
-    def start_running(self, rng: random.Random, now: float) -> None:
-        """From now on, jobs not final yet advance with the clock."""
-        self.plans = {}
-        for job in self.jobs:
-            self._plan(rng, job, now)
-
-    def advance(self, now: float) -> None:
-        """Move every running job to its state at *now*; forget finished ones."""
-        if not self.plans:
-            return
-        for job_id, (job, plan) in list(self.plans.items()):
-            if plan.apply(job, now):
-                del self.plans[job_id]
-
-    def matching(self, job_type: str | None) -> list[dict[str, Any]]:
-        """The jobs of *job_type* (all of them for None), oldest first."""
-        if job_type is None:
-            return self.jobs
-        if job_type not in self._by_type:
-            self._by_type[job_type] = [
-                j for j in self.jobs if j["job_type"] == job_type
-            ]
-        return self._by_type[job_type]
-
-    def create(self, rng: random.Random, now: float | None = None) -> dict[str, Any]:
-        """Add a new job, newer than every other (waiting to run, when running)."""
-        if self.plans is None or now is None:
-            job = make_job(rng, self._next_created)
-        else:
-            self._next_created = max(self._next_created, int(now))
-            job = make_job(rng, self._next_created, status=JobStatus.WAITING.value)
-            self._plan(rng, job, now)
-        self._next_created += 1
-        self.jobs.append(job)
-        self._by_type.clear()
-        return job
-
-    def delete(self, rng: random.Random) -> dict[str, Any] | None:
-        """Remove one job drawn at random."""
-        if not self.jobs:
-            return None
-        job = self.jobs.pop(rng.randrange(len(self.jobs)))
-        self._by_type.clear()
-        if self.plans:
-            self.plans.pop(job["job_id"], None)
-        return job
 
 
 def _iam_error(status: int, message: str) -> web.Response:
@@ -167,6 +103,8 @@ class EmulatorApp:
         clock: Callable[[], float],
         token_ttl: float,
         running: bool,
+        new_jobs_per_hour: float = 0.0,
+        log: list[Transition] | None = None,
     ) -> None:
         self.projects = projects
         self.token = token
@@ -177,18 +115,27 @@ class EmulatorApp:
         self.issued: dict[str, tuple[str, float]] = {}  # token: (project, expiry)
         self.faults = faults
         self.stats = Stats()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the faults' dice
+        self.log = log if log is not None else []
         if running:
             now = clock()
             for project in projects.values():
-                project.start_running(self.rng, now)
+                project.start_running(now, new_jobs_per_hour=new_jobs_per_hour)
         self._bucket: TokenBucket | None = None
         self._bucket_key: tuple[float, int] | None = None
 
+    def advance(self, projects: Iterable[ProjectJobs] | None = None) -> float:
+        """Bring *projects* (all of them for None) to the clock's time; that time."""
+        now = self.clock()
+        for project in self.projects.values() if projects is None else projects:
+            project.advance(now)
+        return now
+
     def build(self) -> web.Application:
-        """The aiohttp application serving the list call."""
+        """The aiohttp application serving the list and show calls."""
         app = web.Application(middlewares=[self._count, self._request_id])
         app.router.add_get("/v2/{project_id}/productmgr/jobs", self.list_jobs)
+        app.router.add_get("/v2/{project_id}/productmgr/jobs/{job_id}", self.show_job)
         app.router.add_post("/v3/auth/tokens", self.issue_token)
         return app
 
@@ -340,8 +287,12 @@ class EmulatorApp:
             headers={"X-Subject-Token": token},
         )
 
-    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
+    async def _gate(self, request: web.Request) -> ProjectJobs | web.StreamResponse:
+        """
+        What every call of a project goes through, in a gateway's order: auth,
+        the in-flight limit, latency, throttling, 5xx, dropped connections.
+        The project, or the answer to send instead.
+        """
         faults = self.faults
         project_id = request.match_info["project_id"]
         refused = self._authenticate(request, project_id)
@@ -371,7 +322,36 @@ class EmulatorApp:
         if roll(self.rng, faults.drop_rate):
             self.stats.faults["dropped"] += 1
             return await _drop(request)
+        return project
 
+    def _churn(self, project: ProjectJobs) -> None:
+        # the world moves on the clock; the faults' creates and deletes per answer
+        faults = self.faults
+        now = self.advance([project])
+        for _ in range(faults.creates_per_request):
+            project.create(self.rng, now)
+        for _ in range(faults.deletes_per_request):
+            project.delete(now, rng=self.rng)
+
+    async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """A 200 with *body*, unless a bad or cut body is due."""
+        if roll(self.rng, self.faults.bad_body_rate):
+            self.stats.faults["bad_body"] += 1
+            return web.Response(
+                body=b"<html><body>502 Bad Gateway</body></html>",
+                content_type="text/html",
+            )
+        if roll(self.rng, self.faults.truncate_rate):
+            self.stats.faults["truncated"] += 1
+            return await _truncate(request, body)
+        return web.Response(body=body, content_type=_JSON)
+
+    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/{project_id}/productmgr/jobs``, with the knobs applied."""
+        self.stats.requests_by_call["list"] += 1
+        project = await self._gate(request)
+        if isinstance(project, web.StreamResponse):
+            return project
         query = request.query
         job_type = query.get("job_type")
         if job_type is not None and job_type not in _JOB_TYPES:
@@ -385,15 +365,10 @@ class EmulatorApp:
         limit = _int_param(query.get("limit", str(DEFAULT_LIMIT)))
         if limit is None or not 1 <= limit <= MAX_LIMIT:
             return error_response(400, "IEF.100005", "limit out of range")
-        if faults.page_cap is not None:
-            limit = min(limit, faults.page_cap)
+        if self.faults.page_cap is not None:
+            limit = min(limit, self.faults.page_cap)
 
-        now = self.clock()
-        project.advance(now)
-        for _ in range(faults.creates_per_request):
-            project.create(self.rng, now)
-        for _ in range(faults.deletes_per_request):
-            project.delete(self.rng)
+        self._churn(project)
         matching = project.matching(job_type)
         total = len(matching)
         if sort == SortOrder.CREATED_AT_ASC:
@@ -401,18 +376,27 @@ class EmulatorApp:
         else:
             stop = max(total - offset, 0)
             page = matching[max(stop - limit, 0) : stop][::-1]
-        body = orjson.dumps({"job_count": total, "jobs": page})
+        return await self._answer(
+            request, orjson.dumps({"job_count": total, "jobs": page})
+        )
 
-        if roll(self.rng, faults.bad_body_rate):
-            self.stats.faults["bad_body"] += 1
-            return web.Response(
-                body=b"<html><body>502 Bad Gateway</body></html>",
-                content_type="text/html",
+    async def show_job(self, request: web.Request) -> web.StreamResponse:
+        """
+        ``GET /v2/{project_id}/productmgr/jobs/{job_id}``: the job as the list
+        gives it at this clock time, with its tasks and targets; 404 if unknown.
+        """
+        self.stats.requests_by_call["show"] += 1
+        project = await self._gate(request)
+        if isinstance(project, web.StreamResponse):
+            return project
+        self._churn(project)
+        job_id = request.match_info["job_id"]
+        job = project.find(job_id)
+        if job is None:
+            return error_response(
+                404, "IEF.100404", f"The batch job {job_id} does not exist"
             )
-        if roll(self.rng, faults.truncate_rate):
-            self.stats.faults["truncated"] += 1
-            return await _truncate(request, body)
-        return web.Response(body=body, content_type=_JSON)
+        return await self._answer(request, orjson.dumps(job_detail(job)))
 
 
 def _int_param(text: str) -> int | None:

@@ -66,6 +66,8 @@ class Stats:
     statuses: Counter[int] = attrs.field(factory=Counter)
     faults: Counter[str] = attrs.field(factory=Counter)
     requests_by_project: Counter[str] = attrs.field(factory=Counter)
+    # by the API call asked for: "list" (ListBatchJobs), "show" (ShowBatchJob)
+    requests_by_call: Counter[str] = attrs.field(factory=Counter)
     tokens_issued: int = 0  # by the IAM token call
 
 
