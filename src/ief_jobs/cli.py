@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -28,6 +29,7 @@ from rich.table import Table
 from . import (
     AkSkAuth,
     BatchJobDetail,
+    Checkpoint,
     ExtensionInfo,
     IamPasswordAuth,
     IefClient,
@@ -35,7 +37,9 @@ from . import (
     JobEvent,
     JobEventKind,
     JobType,
+    RedisCheckpoint,
     SortOrder,
+    SqliteCheckpoint,
     TokenAuth,
     auth_from_env,
 )
@@ -144,6 +148,7 @@ def _event_json(event: JobEvent) -> bytes:
     job = event.job
     return orjson.dumps(
         {
+            "event_id": event.event_id,
             "kind": event.kind.value,
             "project_id": event.project_id,
             "observed_at": event.observed_at.isoformat(),
@@ -522,11 +527,62 @@ def show(
             console.print(table)
 
 
+def _shard(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, slash, count = value.partition("/")
+    try:
+        if slash:
+            return int(index), int(count)  # the range: the library's own check
+    except ValueError:
+        pass
+    msg = f"give INDEX/COUNT with INDEX from 0, such as 2/8, not {value!r}"
+    raise click.BadParameter(msg)
+
+
+def _checkpoint(state: str) -> Checkpoint:
+    """A redis:// URL names a shared Redis; anything else a SQLite file."""
+    if state.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            return RedisCheckpoint.from_url(state)
+        except ImportError:
+            msg = "a Redis --state needs the redis extra: pip install 'ief-jobs[redis]'"
+            raise click.UsageError(msg) from None
+    return SqliteCheckpoint(state)
+
+
+@contextlib.contextmanager
+def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
+    """
+    While inside, SIGTERM cancels *task*: a process manager's stop is a clean
+    stop (the event in hand counts as taken), as Ctrl-C is. Yields whether it came.
+    """
+    loop = asyncio.get_running_loop()
+    came = False
+
+    def terminate() -> None:
+        nonlocal came
+        came = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except NotImplementedError:  # Windows: SIGTERM ends the process as before
+        yield lambda: False
+        return
+    try:
+        yield lambda: came
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 @main.command()
 @_client_options
 @click.option(
     "--interval",
-    type=click.FloatRange(min=1),
+    type=click.FloatRange(min=0.1),
     default=30.0,
     show_default=True,
     help="Seconds between polls.",
@@ -534,6 +590,18 @@ def show(
 @click.option("--job-type", type=click.Choice(_JOB_TYPES), help="Only this type.")
 @click.option("--emit-existing", is_flag=True, help="First, a created event per job.")
 @click.option("--only-unfinished", is_flag=True, help="Follow only jobs not final yet.")
+@click.option(
+    "--state",
+    envvar="IEF_JOBS_STATE",
+    help="Resume from and keep state here: a SQLite file, or a redis:// URL "
+    "shared by shards (or set IEF_JOBS_STATE, to keep a password out of ps).",
+)
+@click.option(
+    "--shard",
+    callback=_shard,
+    metavar="INDEX/COUNT",
+    help="Watch only this shard of the projects, such as 2/8 (INDEX from 0).",
+)
 @click.option(
     "--max-events", type=click.IntRange(min=1), help="Stop after this many events."
 )
@@ -554,36 +622,64 @@ def watch(
     job_type: str | None,
     emit_existing: bool,
     only_unfinished: bool,
+    state: str | None,
+    shard: tuple[int, int] | None,
     max_events: int | None,
     output: str | None,
 ) -> None:
-    """Print the changes of PROJECT_IDS' batch jobs as they happen (Ctrl-C stops)."""
+    """
+    Print the changes of PROJECT_IDS' batch jobs as they happen.
+
+    With --state, a restart resumes: it prints what changed meanwhile, and
+    nothing it printed before (after a crash, at most the line it was printing;
+    each JSON line's event_id lets a reader drop that one). Ctrl-C and SIGTERM
+    stop cleanly.
+    """
     output = output or ("lines" if sys.stdout.isatty() else "jsonl")
     client = _make_client(endpoint, region, instance_id, insecure)
+    checkpoint = None if state is None else _checkpoint(state)
 
     async def run() -> None:
-        async with client as ief:
-            events = ief.watch_jobs(
+        main_task = asyncio.current_task()
+        assert main_task is not None  # noqa: S101 (asyncio.run's task)
+        async with contextlib.AsyncExitStack() as stack:
+            terminated = stack.enter_context(_sigterm_cancels(main_task))
+            ief = await stack.enter_async_context(client)
+            events = ief.watch_jobs(  # arguments checked here, before any request
                 project_ids,
                 interval=interval,
                 job_type=job_type,
                 emit_existing=emit_existing,
                 only_unfinished=only_unfinished,
+                checkpoint=checkpoint,
+                shard=shard,
             )
-            async with contextlib.aclosing(events):
-                seen = 0
-                async for event in events:
-                    if output == "jsonl":
-                        sys.stdout.buffer.write(_event_json(event) + b"\n")
-                    else:
-                        click.echo(_event_line(event))
-                    sys.stdout.flush()  # a pipe hears each event as it comes
-                    seen += 1
-                    if seen == max_events:
-                        break
+            if checkpoint is not None:
+                stack.push_async_callback(checkpoint.aclose)
+            try:
+                await _print_events(events, output, max_events)
+            except asyncio.CancelledError:
+                if not terminated():
+                    raise
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())
+
+
+async def _print_events(
+    events: AsyncGenerator[JobEvent, None], output: str, max_events: int | None
+) -> None:
+    async with contextlib.aclosing(events):
+        seen = 0
+        async for event in events:
+            if output == "jsonl":
+                sys.stdout.buffer.write(_event_json(event) + b"\n")
+            else:
+                click.echo(_event_line(event))
+            sys.stdout.flush()  # a pipe hears each event as it comes
+            seen += 1
+            if seen == max_events:
+                break
 
 
 @main.command()

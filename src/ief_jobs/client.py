@@ -29,6 +29,7 @@ from yarl import URL
 
 from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
+from .errors import NotFoundError
 from .fanout import merge_walks
 from .models import (
     BatchJob,
@@ -534,10 +535,18 @@ class IefClient:
         async def list_project(project_id: str) -> list[BatchJob]:
             return [job async for job in _jobs_of(self._walk(project_id, query, None))]
 
+        async def show_job(project_id: str, job_id: str) -> BatchJob | None:
+            try:
+                detail = await self.get_job(project_id, job_id, instance_id=instance_id)
+            except NotFoundError:
+                return None  # deleted
+            return detail.to_job()
+
         return watch(
             ids,
             read_page=read_page,
             list_project=list_project,
+            show_job=show_job,
             interval=interval,
             emit_existing=emit_existing,
             only_unfinished=only_unfinished,
