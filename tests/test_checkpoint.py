@@ -112,6 +112,21 @@ class TestRedis:
             keys
         )
 
+    async def test_a_replacement_with_its_own_client_resumes(
+        self, redis_url: str
+    ) -> None:
+        """A shard stopped on one machine, restarted on another: the new
+        process's own client reads the state the old one left."""
+        prefix = uuid.uuid4().hex
+        project = Project(_many(10, unfinished=[8, 9]))
+        async with RedisCheckpoint.from_url(redis_url, prefix=prefix) as here:
+            first, got = await _two_of_four(project, here)
+            await first.aclose()
+        async with RedisCheckpoint.from_url(redis_url, prefix=prefix) as there:
+            resumed = await _resume(project, there, 2)
+
+        assert FOUR == _kinds([*got, *resumed])
+
 
 # -- a watch that resumes --------------------------------------------------------
 

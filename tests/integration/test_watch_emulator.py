@@ -127,3 +127,39 @@ async def test_a_failing_project_is_reported_and_the_others_go_on() -> None:
     assert [3, 6, 9][: len(failed)] == [e.failures for e in failed][:3]
     assert all(e.error is not None and e.error.project_id == gone for e in failed)
     assert {emu.project_ids[0]} == {e.project_id for e in events if e not in failed}
+
+
+async def test_old_stragglers_are_shown_and_a_deleted_one_is_told() -> None:
+    """Two unfinished jobs deep in a 3,000-job project cost a ShowBatchJob each
+    a poll, not thirty pages; a straggler deleted answers 404: deleted."""
+    clock = Clock()
+    async with Emulator(
+        projects=1, jobs=3000, running=True, clock=clock, seed=4, stragglers=2
+    ) as emulator:
+        pid = emulator.project_ids[0]
+        jobs = emulator.jobs(pid)
+        stragglers = [
+            j["job_id"] for j in jobs[:-300] if not JobStatus(j["status"]).is_final
+        ]
+        assert 2 == len(stragglers)
+        async with IefClient(emulator.base_url, auth=TokenAuth(emulator.token)) as ief:
+            stream = ief.watch_jobs([pid], interval=1, clock=clock, sleep=clock.sleep)
+            async with contextlib.aclosing(stream):
+                task = asyncio.ensure_future(anext(stream))
+                await clock.reached(1)  # the baseline: one whole listing
+                lists, shows = (
+                    emulator.stats.requests_by_call[c] for c in ("list", "show")
+                )
+                await clock.reached(4)
+                polls_lists = emulator.stats.requests_by_call["list"] - lists
+                polls_shows = emulator.stats.requests_by_call["show"] - shows
+                emulator.delete_job(pid, stragglers[0])
+                while True:
+                    event = await task
+                    if event.kind == JobEventKind.DELETED:
+                        break
+                    task = asyncio.ensure_future(anext(stream))
+
+    assert stragglers[0] == (event.job and event.job.job_id)
+    assert 2 * 3 == polls_shows  # three polls, two stragglers
+    assert polls_lists <= 3 * 3  # the head: a page or three a poll, never thirty
