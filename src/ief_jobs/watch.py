@@ -64,7 +64,9 @@ moment.)
 
 **Shards.** ``shard=(index, count)`` keeps the projects whose stable hash (BLAKE2
 of the id, not Python's salted `hash`) modulo *count* is *index*: *count*
-processes given the same project list split it with no overlap and no gap.
+processes given the same project list split it with no overlap and no gap. A
+shard that gets no project (more shards than projects) sends no request and
+yields nothing.
 """
 
 from __future__ import annotations
@@ -338,9 +340,6 @@ class _Project:
         start = bisect.bisect_right(self.order, (moment, "\U0010ffff"))
         return [job_id for _, job_id in self.order[start:]]
 
-    def knows(self, job: BatchJob) -> bool:
-        return job.job_id in self.jobs
-
 
 @attrs.frozen
 class _Options:
@@ -501,13 +500,12 @@ class _Reader:
                 return None
             for job in jobs:
                 seen[job.job_id] = job
-                met_known = met_known or state.knows(job)
+                met_known = met_known or job.job_id in state.jobs
             at_end = not jobs or offset + len(jobs) >= page.job_count
             if jobs:
                 oldest = jobs[-1].created_at
-            if at_end or (
-                met_known and (target is None or (oldest and oldest < target))
-            ):
+            passed = target is None or (oldest is not None and oldest < target)
+            if at_end or (met_known and passed):
                 break
             # overlap by one record: the next page shows whether records moved
             overlap = jobs[-1].job_id if len(jobs) > 1 else None
