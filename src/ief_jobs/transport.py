@@ -14,8 +14,9 @@ headers) is built once per walk, not per request.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -35,6 +36,8 @@ from .models import JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
+
+T = TypeVar("T")
 
 # Per request: connecting should be quick; a page is small, so a long silence
 # means a stuck server, not a slow one.
@@ -65,6 +68,7 @@ class Transport:
         "_rate_limiter",
         "_retry",
         "_session",
+        "_ssl",
         "_timeout",
         "_verify_ssl",
         "adaptive",
@@ -95,7 +99,10 @@ class Transport:
         self._owns_session = session is None
         self._closed = False
         self._retry = retry
+        # Both go with every request as well as to a session we make: aiohttp
+        # takes them per call, so a borrowed session cannot loosen them.
         self._timeout = timeout
+        self._ssl = _request_ssl(session, verify_ssl=verify_ssl)
         self._max_body_size = max_body_size
         self._verify_ssl = verify_ssl
         self.limiter = AdaptiveLimiter(concurrency)
@@ -170,18 +177,30 @@ class Transport:
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            return await self.fetch(url, headers, project_id, offset)
+            return await self.fetch(url, headers, project_id, offset, decode_page)
 
         return fetch
 
     async def fetch(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
-        """One page with retries; an error names the project, offset and attempts."""
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Callable[..., T],
+    ) -> T:
+        """
+        One GET with retries, its body turned into a record by *decode*.
+
+        *decode* is called as ``decode(body, project_id=, offset=,
+        request_id=)`` (`decode_page` for a page of the list call); *offset* is
+        None for a request that is not a page. An error names the project, the
+        offset and the attempts made.
+        """
         retry = self._retry
         started = retry.clock()
         try:
-            return await self._send(url, headers, project_id, offset)
+            return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             if retry.attempts == 1 or not retry.is_retryable(exc):
                 raise
@@ -194,15 +213,20 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(url, headers, project_id, offset)
+                    return await self._send(url, headers, project_id, offset, decode)
         except IefError as exc:
             exc.attempts = attempt_number
             raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _send(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
-    ) -> JobPage:
+        self,
+        url: URL,
+        headers: dict[str, str],
+        project_id: str,
+        offset: int | None,
+        decode: Callable[..., T],
+    ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
         refreshed = False
@@ -223,7 +247,7 @@ class Transport:
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode_page(
+                return decode(
                     body, project_id=project_id, offset=offset, request_id=request_id
                 )
             error = error_from_response(
@@ -243,7 +267,7 @@ class Transport:
             raise error
 
     async def _authorize(
-        self, url: URL, headers: dict[str, str], project_id: str, offset: int
+        self, url: URL, headers: dict[str, str], project_id: str, offset: int | None
     ) -> None:
         try:
             await self._auth.apply("GET", url, headers)
@@ -258,13 +282,17 @@ class Transport:
         url: URL,
         headers: dict[str, str],
         project_id: str,
-        offset: int,
+        offset: int | None,
     ) -> tuple[int, bytes, dict[str, str]]:
         self.requests_sent += 1
         try:
             # a redirect would carry our credentials wherever it points: never follow
             async with session.get(
-                url, headers=headers, allow_redirects=False
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+                ssl=self._ssl,
             ) as response:
                 body = await self._read_body(response, project_id, offset)
                 found = response.headers
@@ -286,7 +314,7 @@ class Transport:
             ) from None
 
     async def _read_body(
-        self, response: aiohttp.ClientResponse, project_id: str, offset: int
+        self, response: aiohttp.ClientResponse, project_id: str, offset: int | None
     ) -> bytes:
         limit = self._max_body_size
         length = response.content_length
@@ -311,6 +339,31 @@ class Transport:
                     retryable=False,
                 )
         return bytes(body)
+
+
+def _request_ssl(
+    session: aiohttp.ClientSession | None, *, verify_ssl: bool
+) -> bool | ssl.SSLContext:
+    """
+    The ``ssl=`` each request passes: what makes *verify_ssl* hold whatever
+    the session's connector says.
+
+    False turns checks off for our requests only. True defers to the
+    connector, which verifies when we made it, or when a borrowed one does
+    (its own CA bundle or pinned fingerprint stays in force); a borrowed
+    connector that does not verify gets a verifying context for our requests.
+    """
+    if not verify_ssl:
+        return False
+    connector = None if session is None else session.connector
+    # aiohttp keeps the connector's setting private; read, never changed
+    setting = getattr(connector, "_ssl", True)
+    if setting is False or (
+        isinstance(setting, ssl.SSLContext)
+        and (setting.verify_mode == ssl.CERT_NONE or not setting.check_hostname)
+    ):
+        return ssl.create_default_context()
+    return True
 
 
 # another attempt would meet the same certificate (the certificate error is
