@@ -214,6 +214,10 @@ class TestArguments:
         with pytest.raises(error, match=name):
             build()
 
+    def test_a_password_may_have_spaces(self) -> None:
+        """A password travels in a JSON body: spaces around it are its own."""
+        assert "ops" == IamPasswordAuth("ops", " pass phrase ", "acme").user
+
     def test_the_message_never_shows_the_value(self) -> None:
         """A secret with a line break in it is refused without being repeated."""
         with pytest.raises(ValueError) as info:

@@ -75,13 +75,18 @@ class RefreshableAuth(Auth, Protocol):
         """
 
 
-def _check_credential(name: str, value: object) -> None:
+def _check_credential(name: str, value: object, *, header: bool = True) -> None:
     # the message names the argument, never its value: it may be a secret
     if not isinstance(value, str):
         msg = f"{name} must be a str, not {type(value).__name__}"
         raise TypeError(msg)
-    if not value or value != value.strip() or "\n" in value or "\r" in value:
-        msg = f"{name} must be non-empty, with no surrounding whitespace or line breaks"
+    if not value:
+        msg = f"{name} must not be empty"
+        raise ValueError(msg)
+    # what goes into a header (or a signature over one) cannot carry these; a
+    # password travels in a JSON body and may have spaces
+    if header and (value != value.strip() or "\n" in value or "\r" in value):
+        msg = f"{name} must have no surrounding whitespace or line breaks"
         raise ValueError(msg)
 
 
@@ -220,7 +225,7 @@ class IamPasswordAuth:
         verify_ssl: bool = True,
     ) -> None:
         for name, value in (("user", user), ("password", password), ("domain", domain)):
-            _check_credential(name, value)
+            _check_credential(name, value, header=name != "password")
         endpoint = URL(iam_endpoint) if isinstance(iam_endpoint, str | URL) else None
         if endpoint is None or endpoint.scheme not in {"http", "https"}:
             msg = f"iam_endpoint must be an http(s) URL, not {iam_endpoint!r}"
