@@ -18,7 +18,7 @@ from .auth import (
     TokenAuth,
     auth_from_env,
 )
-from .client import IefClient
+from .client import IefClient, Stream
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -72,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "SortOrder",
+    "Stream",
     "ThrottledError",
     "TokenAuth",
     "TransportError",
