@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+from aioresponses import aioresponses
 from yarl import URL
 
 from _support import FIXTURES
-from ief_jobs import AkSkAuth, IamPasswordAuth, IefClient, TokenAuth, auth_from_env
+from ief_jobs import (
+    AkSkAuth,
+    AuthenticationError,
+    IamPasswordAuth,
+    IefClient,
+    TokenAuth,
+    auth_from_env,
+)
 from ief_jobs._signing import (
     authorization,
     canonical_request,
@@ -165,3 +174,82 @@ class TestFromEnv:
     ) -> None:
         with pytest.raises(ValueError, match=problem):
             IefClient.from_env(environ)
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("build", "error", "name"),
+        [
+            (lambda: TokenAuth(None), TypeError, "token"),  # type: ignore[arg-type]
+            (lambda: TokenAuth(""), ValueError, "token"),
+            (lambda: TokenAuth("tok\r\nX-Evil: 1"), ValueError, "token"),
+            (lambda: AkSkAuth(None, None), TypeError, "access_key"),  # type: ignore[arg-type]
+            (lambda: AkSkAuth("AK", None), TypeError, "secret_key"),  # type: ignore[arg-type]
+            (lambda: AkSkAuth("AK", " SK "), ValueError, "secret_key"),
+            (
+                lambda: AkSkAuth("AK", "SK", security_token=""),
+                ValueError,
+                "security_token",
+            ),
+            (lambda: AkSkAuth("AK", "SK", clock=0), TypeError, "clock"),  # type: ignore[arg-type]
+            (lambda: IamPasswordAuth(None, "pw", "d"), TypeError, "user"),  # type: ignore[arg-type]
+            (lambda: IamPasswordAuth("u", "", "d"), ValueError, "password"),
+            (lambda: IamPasswordAuth("u", "pw", 3), TypeError, "domain"),  # type: ignore[arg-type]
+            (
+                lambda: IamPasswordAuth("u", "pw", "d", iam_endpoint="iam.example"),
+                ValueError,
+                "iam_endpoint",
+            ),
+            (
+                lambda: IamPasswordAuth("u", "pw", "d", refresh_margin=float("nan")),
+                ValueError,
+                "refresh_margin",
+            ),
+        ],
+    )
+    def test_a_bad_credential_is_refused_where_it_is_built(
+        self, build: Callable[[], object], error: type[Exception], name: str
+    ) -> None:
+        """TypeError or ValueError naming the argument, at construction."""
+        with pytest.raises(error, match=name):
+            build()
+
+    def test_a_password_may_have_spaces(self) -> None:
+        """A password travels in a JSON body: spaces around it are its own."""
+        assert "ops" == IamPasswordAuth("ops", " pass phrase ", "acme").user
+
+    def test_the_message_never_shows_the_value(self) -> None:
+        """A secret with a line break in it is refused without being repeated."""
+        with pytest.raises(ValueError) as info:
+            AkSkAuth("AK", "MY-SECRET\n")
+
+        assert "MY-SECRET" not in str(info.value)
+
+
+class TestIamErrors:
+    async def test_a_nested_iam_error_keeps_code_and_message(self) -> None:
+        """IAM's {"error": {"code", "message"}} is read by the one error parser,
+        a numeric code kept as text."""
+        auth = IamPasswordAuth(
+            "ops", "hunter2-pw", "acme", iam_endpoint="https://iam.example"
+        )
+        body = {"error": {"code": 401, "message": "bad password", "title": "no"}}
+        with aioresponses() as mocked:
+            mocked.post(
+                "https://iam.example/v3/auth/tokens?nocatalog=true",
+                status=401,
+                payload=body,
+                headers={"X-Request-Id": "iam-1"},
+            )
+            async with auth:
+                with pytest.raises(AuthenticationError) as info:
+                    await auth.token_for("p1")
+
+        error = info.value
+        assert ("401", "iam-1", "p1") == (
+            error.error_code,
+            error.request_id,
+            error.project_id,
+        )
+        assert "IAM refused the token request: bad password" == error.error_msg
+        assert "hunter2-pw" not in repr(error)

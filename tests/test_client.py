@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import math
 import traceback
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -293,3 +296,240 @@ class TestArguments:
             IefClient("ftp://x", auth=TokenAuth(TOKEN))
         with pytest.raises(ValueError):
             IefClient("https://u:p@x", auth=TokenAuth(TOKEN))
+
+
+class TestConstructorChecks:
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "name"),
+        [
+            ({"auth": None}, TypeError, "auth"),
+            ({"auth": TOKEN}, TypeError, "auth"),
+            ({"endpoint": None}, TypeError, "endpoint"),
+            ({"instance_id": ""}, ValueError, "instance_id"),
+            ({"instance_id": 7}, TypeError, "instance_id"),
+            ({"session": "shared"}, TypeError, "session"),
+            ({"concurrency": 2.5}, TypeError, "concurrency"),
+            ({"concurrency": True}, TypeError, "concurrency"),
+            ({"concurrency": 0}, ValueError, "concurrency"),
+            ({"page_size": 0}, ValueError, "page_size"),
+            ({"page_size": "100"}, ValueError, "page_size"),
+            ({"retry": 5}, TypeError, "retry"),
+            ({"timeout": 0}, ValueError, "timeout"),
+            ({"timeout": -1.0}, ValueError, "timeout"),
+            ({"timeout": math.inf}, ValueError, "timeout"),
+            ({"timeout": math.nan}, ValueError, "timeout"),
+            ({"timeout": "5"}, TypeError, "timeout"),
+            ({"timeout": None}, TypeError, "timeout"),
+            ({"max_body_size": -1}, ValueError, "max_body_size"),
+            ({"max_body_size": 0}, ValueError, "max_body_size"),
+            ({"max_body_size": 1e6}, TypeError, "max_body_size"),
+            ({"verify_ssl": "no"}, TypeError, "verify_ssl"),
+            ({"adaptive": None}, TypeError, "adaptive"),
+            ({"rate_limit": math.inf}, ValueError, "rate_limit"),
+            ({"rate_limit": math.nan}, ValueError, "rate_limit"),
+            ({"rate_limit": -3}, ValueError, "rate_limit"),
+            ({"rate_limit": "10/s"}, TypeError, "rate_limit"),
+        ],
+    )
+    def test_a_bad_argument_raises_in_the_constructor(
+        self, kwargs: dict[str, object], error: type[Exception], name: str
+    ) -> None:
+        """Each argument is checked by the constructor, and the error names it."""
+        arguments: dict[str, object] = {"auth": TokenAuth(TOKEN), **kwargs}
+        endpoint = arguments.pop("endpoint", ENDPOINT)
+
+        with pytest.raises(error, match=name):
+            IefClient(endpoint, **arguments)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        "build",
+        [
+            lambda: IefClient.for_region("cn-north-4", auth=None),
+            lambda: IefClient.from_env({"IEF_REGION": "cn-north-4"}, auth=5),
+            lambda: IefClient.from_env(
+                {"IEF_TOKEN": "T", "IEF_REGION": "cn-north-4"}, retry=5
+            ),
+        ],
+    )
+    def test_the_other_constructors_check_alike(
+        self, build: Callable[[], IefClient]
+    ) -> None:
+        with pytest.raises(TypeError):
+            build()
+
+    def test_a_region_that_is_not_text_is_named(self) -> None:
+        with pytest.raises(TypeError, match="region"):
+            IefClient.for_region(4, auth=TokenAuth(TOKEN))  # type: ignore[arg-type]
+
+
+class TestTimeoutArgument:
+    @pytest.mark.parametrize(
+        ("given", "expected"),
+        [
+            (5, aiohttp.ClientTimeout(total=5)),
+            (0.25, aiohttp.ClientTimeout(total=0.25)),
+            (
+                aiohttp.ClientTimeout(total=9, sock_read=2),
+                aiohttp.ClientTimeout(total=9, sock_read=2),
+            ),
+        ],
+    )
+    async def test_seconds_or_a_client_timeout_bound_each_request(
+        self,
+        mocked: aioresponses,
+        given: float | aiohttp.ClientTimeout,
+        expected: aiohttp.ClientTimeout,
+    ) -> None:
+        """timeout=5 is seconds for one whole request, sent with every request."""
+        mocked.get(list_url(limit=1, offset=0), body=page_body(3, []))
+
+        async with IefClient(ENDPOINT, auth=TokenAuth(TOKEN), timeout=given) as ief:
+            assert 3 == await ief.count_jobs(PROJECT)
+
+        [call] = [c for calls in mocked.requests.values() for c in calls]
+        assert expected == call.kwargs["timeout"]
+
+    async def test_a_borrowed_session_gets_the_timeout_per_request(
+        self, mocked: aioresponses
+    ) -> None:
+        """A borrowed session's own (longer) timeout does not replace ours."""
+        mocked.get(list_url(limit=1, offset=0), body=page_body(3, []))
+        slow = aiohttp.ClientTimeout(total=300)
+
+        async with aiohttp.ClientSession(timeout=slow) as session:
+            async with IefClient(
+                ENDPOINT, auth=TokenAuth(TOKEN), session=session, timeout=0.5
+            ) as ief:
+                await ief.count_jobs(PROJECT)
+
+        [call] = [c for calls in mocked.requests.values() for c in calls]
+        assert aiohttp.ClientTimeout(total=0.5) == call.kwargs["timeout"]
+
+
+def _calls(
+    client: IefClient, project_id: object, **kwargs: object
+) -> dict[str, Callable[[], object]]:
+    """Each public listing method, called with the same project and options."""
+    return {
+        "iter_pages": lambda: client.iter_pages(project_id, **kwargs),  # type: ignore[arg-type]
+        "iter_jobs": lambda: client.iter_jobs(project_id, **kwargs),  # type: ignore[arg-type]
+        "iter_jobs_many": lambda: client.iter_jobs_many([project_id], **kwargs),  # type: ignore[arg-type, list-item]
+        "list_jobs": lambda: client.list_jobs(project_id, **kwargs),  # type: ignore[arg-type]
+        "count_jobs": lambda: client.count_jobs(project_id, **kwargs),  # type: ignore[arg-type]
+    }
+
+
+async def _call_now(call: Callable[[], object]) -> None:
+    """Call; a coroutine (list_jobs, count_jobs) is awaited, an iterator is not
+    advanced: a check made at the call raises here."""
+    result = call()
+    if isinstance(result, Awaitable):
+        await result
+    elif isinstance(result, AsyncGenerator):
+        await result.aclose()
+
+
+class TestCallsCheckFirst:
+    @pytest.mark.parametrize(
+        "method",
+        ["iter_pages", "iter_jobs", "iter_jobs_many", "list_jobs", "count_jobs"],
+    )
+    @pytest.mark.parametrize("project_id", ["../etc", "p1?x=1", "", "p/1", None])
+    async def test_a_bad_project_id_raises_at_the_call(
+        self, mocked: aioresponses, client: IefClient, method: str, project_id: object
+    ) -> None:
+        """Every listing method refuses a project id that is not a plain path
+        segment when it is called, not at the first anext, and sends nothing."""
+        call = _calls(client, project_id)[method]
+
+        with pytest.raises(ValueError, match="project id"):
+            await _call_now(call)
+
+        assert [] == _sent(mocked)
+
+    @pytest.mark.parametrize("method", ["iter_pages", "iter_jobs", "iter_jobs_many"])
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"page_size": 0},
+            {"max_items": -1},
+            {"sort": "newest"},
+            {"job_type": ""},
+            {"instance_id": ""},
+        ],
+    )
+    async def test_a_bad_option_raises_at_the_call(
+        self,
+        mocked: aioresponses,
+        client: IefClient,
+        method: str,
+        kwargs: dict[str, object],
+    ) -> None:
+        call = _calls(client, PROJECT, **kwargs)[method]
+
+        with pytest.raises(ValueError):
+            call()
+
+        assert [] == _sent(mocked)
+
+    @pytest.mark.parametrize("project_ids", ["p1", b"p1"])
+    async def test_one_project_id_as_a_string_is_a_type_error(
+        self, mocked: aioresponses, client: IefClient, project_ids: object
+    ) -> None:
+        """iter_jobs_many("p1") would list the projects "p" and "1": refused."""
+        with pytest.raises(TypeError, match="project_ids"):
+            client.iter_jobs_many(project_ids)  # type: ignore[arg-type]
+
+        assert [] == _sent(mocked)
+
+    async def test_an_unknown_error_policy_raises_at_the_call(
+        self, mocked: aioresponses, client: IefClient
+    ) -> None:
+        with pytest.raises(ValueError, match="errors"):
+            client.iter_jobs_many([PROJECT], errors="ignore")  # type: ignore[arg-type]
+
+        assert [] == _sent(mocked)
+
+
+class TestStreams:
+    @pytest.mark.parametrize("method", ["iter_pages", "iter_jobs", "iter_jobs_many"])
+    async def test_an_async_generator_and_a_context_manager(
+        self, mocked: aioresponses, client: IefClient, method: str
+    ) -> None:
+        """What the iter_* methods return iterates as before, and closes on exit
+        from ``async with``; closing again is harmless."""
+        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+        stream = _calls(client, PROJECT)[method]()
+        assert isinstance(stream, AsyncGenerator)
+
+        async with stream as items:
+            assert items is stream
+            got = [item async for item in items]
+
+        assert (1 if method == "iter_pages" else 2) == len(got)
+        await stream.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+
+    async def test_aclosing_works_too(
+        self, mocked: aioresponses, client: IefClient
+    ) -> None:
+        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+
+        async with contextlib.aclosing(client.iter_jobs(PROJECT)) as jobs:
+            first = await anext(jobs)
+            second = await jobs.asend(None)
+
+        assert first != second
+        with pytest.raises(StopAsyncIteration):
+            await anext(jobs)
+
+    async def test_athrow_raises_inside(
+        self, mocked: aioresponses, client: IefClient
+    ) -> None:
+        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+        jobs = client.iter_jobs(PROJECT)
+        await anext(jobs)
+
+        with pytest.raises(KeyError):
+            await jobs.athrow(KeyError("stop"))

@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import UTC, datetime
 
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ief_jobs import (
     ApiError,
     AuthenticationError,
+    DecodeError,
+    IefError,
     NotFoundError,
     ServerError,
     ThrottledError,
+    TransportError,
 )
-from ief_jobs.errors import error_from_response, parse_retry_after
+from ief_jobs.errors import error_from_response, parse_retry_after, read_error_body
 
 
 class TestErrorFromResponse:
@@ -93,3 +101,179 @@ class TestRetryAfter:
 
         assert isinstance(error, ThrottledError)
         assert 2.0 == error.retry_after
+
+    def test_server_error_carries_it(self) -> None:
+        """A 503 carries the parsed Retry-After too, seconds or HTTP date."""
+        now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+        seconds = error_from_response(503, b"", {"Retry-After": "2"}, now=now)
+        date = error_from_response(
+            503, b"", {"Retry-After": "Thu, 26 Nov 2026 12:00:02 GMT"}, now=now
+        )
+
+        assert isinstance(seconds, ServerError)
+        assert isinstance(date, ServerError)
+        assert (2.0, 2.0) == (seconds.retry_after, date.retry_after)
+
+    def test_none_without_the_header(self) -> None:
+        error = error_from_response(502, b"", {})
+
+        assert isinstance(error, ServerError)
+        assert error.retry_after is None
+
+
+class TestErrorBody:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"error_code": "APIGW.0106", "error_msg": "Orchestration failed"}',
+            b'{"error": {"code": "APIGW.0106", "message": "Orchestration failed"}}',
+        ],
+    )
+    def test_both_shapes_give_code_and_message(self, body: bytes) -> None:
+        """The flat (IEF, API Gateway) and the nested (IAM) shape read alike."""
+        error = error_from_response(400, body, {}, project_id="p")
+
+        assert ("APIGW.0106", "Orchestration failed") == (
+            error.error_code,
+            error.error_msg,
+        )
+        assert "HTTP 400 APIGW.0106: Orchestration failed (project p)" == str(error)
+
+    def test_a_nested_auth_code_is_an_authentication_error(self) -> None:
+        body = b'{"error": {"code": "IEF.011005", "message": "token expired"}}'
+
+        assert type(error_from_response(400, body, {})) is AuthenticationError
+
+    @pytest.mark.parametrize(
+        ("body", "parsed"),
+        [
+            (
+                b'{"error": {"code": 401, "message": "m", "title": "Unauthorized"}}',
+                ("401", "m", None),
+            ),
+            (
+                b'{"error": {"code": "X", "message": "m"}, "request_id": "r"}',
+                ("X", "m", "r"),
+            ),
+            (b'{"error": "flat text"}', (None, None, None)),
+            (b'{"error_code": true, "error_msg": ["m"]}', (None, None, None)),
+            (b"[1, 2]", (None, "[1, 2]", None)),
+            (b"", (None, None, None)),
+        ],
+    )
+    def test_odd_bodies(
+        self, body: bytes, parsed: tuple[str | None, str | None, str | None]
+    ) -> None:
+        """A numeric code is kept as text; anything not text is dropped."""
+        assert parsed == read_error_body(body)
+
+
+class TestRedirect:
+    def test_location_is_on_the_error(self) -> None:
+        """A 3xx keeps where it pointed, and says it was not followed."""
+        error = error_from_response(
+            302, b"", {"Location": "https://ief.cn-north-1.example.com/v2/p/jobs"}
+        )
+
+        assert "https://ief.cn-north-1.example.com/v2/p/jobs" == error.location
+        assert "not followed" in str(error)
+        assert error.location in str(error)
+
+    def test_location_loses_credentials_query_and_fragment(self) -> None:
+        """A hostile server echoing a secret into Location gets it nowhere."""
+        error = error_from_response(
+            307, b"", {"Location": "https://user:pw@evil.example.com/s?t=SECRET#x"}
+        )
+
+        assert "https://evil.example.com/s" == error.location
+        assert "SECRET" not in repr(error)
+        assert "pw" not in str(error)
+
+    def test_no_location_outside_3xx(self) -> None:
+        error = error_from_response(404, b"", {"Location": "https://x.example/"})
+
+        assert error.location is None
+
+
+def _every_error() -> st.SearchStrategy[IefError]:
+    text = st.none() | st.text(max_size=20)
+    where = {
+        "project_id": text,
+        "offset": st.none() | st.integers(0, 10**6),
+        "attempts": st.integers(1, 10),
+    }
+    api = {
+        **where,
+        "status": st.integers(300, 599),
+        "error_code": text,
+        "error_msg": text,
+        "request_id": text,
+        "location": text,
+    }
+    retry_after = st.none() | st.floats(0, 3600)
+    return st.one_of(
+        st.builds(IefError, **where),
+        *(
+            st.builds(cls, **api)
+            for cls in (ApiError, AuthenticationError, NotFoundError)
+        ),
+        st.builds(ThrottledError, **api, retry_after=retry_after),
+        st.builds(ServerError, **api, retry_after=retry_after),
+        st.builds(
+            TransportError,
+            **where,
+            reason=st.text(max_size=20),
+            retryable=st.booleans(),
+        ),
+        st.builds(
+            DecodeError,
+            **where,
+            problems=st.lists(st.text(max_size=10), max_size=3).map(tuple),
+            request_id=text,
+        ),
+    )
+
+
+class TestPickleAndCopy:
+    @given(error=_every_error(), notes=st.lists(st.text(max_size=10), max_size=2))
+    def test_every_error_round_trips(self, error: IefError, notes: list[str]) -> None:
+        """pickle, copy and deepcopy keep the type, the message, every field and
+        the notes: process pools and task queues pickle exceptions."""
+        for note in notes:
+            error.add_note(note)
+
+        for again in (
+            pickle.loads(pickle.dumps(error)),  # noqa: S301 (our own bytes)
+            copy.copy(error),
+            copy.deepcopy(error),
+        ):
+            assert type(error) is type(again)
+            assert str(error) == str(again)
+            assert attrs.asdict(error) == attrs.asdict(again)
+            assert getattr(error, "__notes__", None) == getattr(
+                again, "__notes__", None
+            )
+
+    def test_fields_set_after_raising_survive(self) -> None:
+        """A walk fills in attempts and offset after the error was made."""
+        error = error_from_response(503, b"", {"Retry-After": "1"}, project_id="p")
+        error.attempts, error.offset = 5, 200
+
+        again = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+
+        assert (5, 200, 1.0) == (again.attempts, again.offset, again.retry_after)
+        assert "HTTP 503 (project p, offset 200, after 5 attempts)" == str(again)
+
+    def test_an_exception_group_of_them_round_trips(self) -> None:
+        """errors="collect" raises a group: it pickles whole."""
+        group = ExceptionGroup(
+            "2 of 2 projects failed",
+            [
+                ServerError(status=503, project_id="a", offset=0),
+                TransportError(reason="timed out", project_id="b", offset=100),
+            ],
+        )
+
+        again = pickle.loads(pickle.dumps(group))  # noqa: S301 (our own bytes)
+
+        assert [str(e) for e in group.exceptions] == [str(e) for e in again.exceptions]

@@ -21,6 +21,7 @@ from ief_jobs import (
     ServerError,
     ThrottledError,
     TokenAuth,
+    TransportError,
 )
 
 
@@ -126,7 +127,7 @@ class TestWaits:
     async def test_timeout_bounds_the_retries(
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
-        """No attempt starts more than *timeout* seconds after the first failure."""
+        """No attempt starts more than *timeout* seconds after the first one."""
         url = list_url(limit=100, offset=0)
         mocked.get(url, status=429, headers={"Retry-After": "10"}, repeat=True)
 
@@ -228,3 +229,127 @@ class TestRateLimit:
     def test_rate_limit_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="rate_limit"):
             IefClient(ENDPOINT, auth=TokenAuth(TOKEN), rate_limit=0)
+
+
+class TestRetryAfterOnServerErrors:
+    @pytest.mark.parametrize("status", [502, 503, 504])
+    async def test_seconds_are_honoured(
+        self, mocked: aioresponses, clock: FakeClock, status: int
+    ) -> None:
+        """A 5xx's Retry-After replaces the backoff, as a 429's does (RFC 9110)."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=status, headers={"Retry-After": "2"})
+        mocked.get(url, body=page_body(1, wire_jobs(1)))
+
+        async with _listing(_policy(clock)) as ief:
+            jobs = await ief.list_jobs(PROJECT)
+
+        assert 1 == len(jobs)
+        assert [2.0] == clock.sleeps
+
+    async def test_an_http_date_is_honoured(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A 503's Retry-After as an HTTP date waits until then (to the second)."""
+        url = list_url(limit=100, offset=0)
+        later = formatdate(time.time() + 30, usegmt=True)
+        mocked.get(url, status=503, headers={"Retry-After": later})
+        mocked.get(url, body=page_body(0, []))
+
+        async with _listing(_policy(clock)) as ief:
+            await ief.list_jobs(PROJECT)
+
+        [waited] = clock.sleeps
+        assert 28.0 <= waited <= 30.0
+
+    async def test_capped_and_kept_on_the_error(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """retry_after_max caps it; the last ServerError carries what was asked."""
+        url = list_url(limit=100, offset=0)
+        mocked.get(url, status=503, headers={"Retry-After": "300"}, repeat=True)
+        retry = _policy(clock, attempts=3, retry_after_max=20.0)
+
+        async with _listing(retry) as ief:
+            with pytest.raises(ServerError) as info:
+                await ief.list_jobs(PROJECT)
+
+        assert [20.0, 20.0] == clock.sleeps
+        assert 300.0 == info.value.retry_after
+
+
+class TestTimeBound:
+    async def test_counts_from_the_first_attempt(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A request that takes 3 s to time out, under RetryPolicy(timeout=2):
+        the next attempt would start past the bound, so none does."""
+        url = list_url(limit=1, offset=0)
+
+        def slow_timeout(*_: object, **__: object) -> None:
+            clock.now += 3.0  # the request's own timeout ran out
+            raise TimeoutError
+
+        mocked.get(url, callback=slow_timeout, repeat=True)
+
+        async with _listing(_policy(clock, timeout=2.0)) as ief:
+            with pytest.raises(TransportError, match="timed out") as info:
+                await ief.count_jobs(PROJECT)
+
+        assert 1 == info.value.attempts
+        assert [] == clock.sleeps
+
+    async def test_the_last_attempt_starts_within_the_bound(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """Every attempt starts within *timeout* of the first one's start."""
+        url = list_url(limit=1, offset=0)
+        starts: list[float] = []
+
+        def slow_failure(*_: object, **__: object) -> None:
+            starts.append(clock.now)
+            clock.now += 4.0
+            raise TimeoutError
+
+        mocked.get(url, callback=slow_failure, repeat=True)
+
+        async with _listing(_policy(clock, attempts=50, timeout=22.0)) as ief:
+            with pytest.raises(TransportError) as info:
+                await ief.count_jobs(PROJECT)
+
+        assert len(starts) == info.value.attempts
+        assert max(starts) - starts[0] <= 22.0
+        # 4 s per request, then backoffs of 1.0, 1.5 and 2.5 s: attempts start
+        # at 0, 5, 10.5 and 17 s; a fifth would start at 25.5 s (counted from
+        # the first failure instead, 21.5 s, it would have been let through)
+        assert [0.0, 5.0, 10.5, 17.0] == [s - starts[0] for s in starts]
+
+
+class TestPolicyArguments:
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "name"),
+        [
+            ({"attempts": 0}, ValueError, "attempts"),
+            ({"attempts": 2.5}, TypeError, "attempts"),
+            ({"attempts": True}, TypeError, "attempts"),
+            ({"timeout": -1}, ValueError, "timeout"),
+            ({"timeout": float("nan")}, ValueError, "timeout"),
+            ({"timeout": "60"}, TypeError, "timeout"),
+            ({"wait_initial": float("inf")}, ValueError, "wait_initial"),
+            ({"wait_max": -0.1}, ValueError, "wait_max"),
+            ({"wait_jitter": None}, TypeError, "wait_jitter"),
+            ({"retry_after_max": float("inf")}, ValueError, "retry_after_max"),
+            ({"sleep": 5}, TypeError, "sleep"),
+            ({"clock": None}, TypeError, "clock"),
+            ({"jitter": 0.5}, TypeError, "jitter"),
+        ],
+    )
+    def test_a_bad_argument_is_named(
+        self, kwargs: dict[str, object], error: type[Exception], name: str
+    ) -> None:
+        """Each argument is checked when the policy is built, and named."""
+        with pytest.raises(error, match=name):
+            RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+    def test_no_time_bound_is_allowed(self) -> None:
+        assert RetryPolicy(timeout=None).timeout is None

@@ -25,7 +25,7 @@ from .checkpoint import (
     SavedProject,
     SqliteCheckpoint,
 )
-from .client import IefClient
+from .client import IefClient, Stream
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -84,6 +84,7 @@ __all__ = [
     "ServerError",
     "SortOrder",
     "SqliteCheckpoint",
+    "Stream",
     "ThrottledError",
     "TokenAuth",
     "TransportError",

@@ -15,6 +15,7 @@ key, a token or a signature.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -33,7 +34,7 @@ from ._signing import (
     format_sdk_date,
     signature,
 )
-from .errors import AuthenticationError, TransportError
+from .errors import AuthenticationError, TransportError, read_error_body
 
 __all__ = [
     "AkSkAuth",
@@ -74,6 +75,25 @@ class RefreshableAuth(Auth, Protocol):
         """
 
 
+def _check_credential(name: str, value: object, *, header: bool = True) -> None:
+    # the message names the argument, never its value: it may be a secret
+    if not isinstance(value, str):
+        msg = f"{name} must be a str, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not value:
+        msg = f"{name} must not be empty"
+        raise ValueError(msg)
+    # what goes into a header (or a signature over one) cannot carry these; a
+    # password travels in a JSON body and may have spaces
+    if header and (value != value.strip() or "\n" in value or "\r" in value):
+        msg = f"{name} must have no surrounding whitespace or line breaks"
+        raise ValueError(msg)
+
+
+def _credential(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _check_credential(attribute.name, value)
+
+
 @attrs.frozen
 class TokenAuth:
     """
@@ -85,7 +105,7 @@ class TokenAuth:
         assert repr(auth) == "TokenAuth()"
     """
 
-    token: str = attrs.field(repr=False)
+    token: str = attrs.field(repr=False, validator=_credential)
 
     async def apply(
         self,
@@ -114,11 +134,19 @@ class AkSkAuth:
         assert repr(auth) == f"AkSkAuth(access_key={access_key!r})"
     """
 
-    access_key: str
-    secret_key: str = attrs.field(repr=False)
-    security_token: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    access_key: str = attrs.field(validator=_credential)
+    secret_key: str = attrs.field(repr=False, validator=_credential)
+    security_token: str | None = attrs.field(
+        default=None,
+        kw_only=True,
+        repr=False,
+        validator=attrs.validators.optional(_credential),
+    )
     clock: Callable[[], float] = attrs.field(
-        default=time.time, kw_only=True, repr=False
+        default=time.time,
+        kw_only=True,
+        repr=False,
+        validator=attrs.validators.is_callable(),
     )
 
     async def apply(
@@ -196,10 +224,24 @@ class IamPasswordAuth:
         timeout: aiohttp.ClientTimeout | None = None,
         verify_ssl: bool = True,
     ) -> None:
+        for name, value in (("user", user), ("password", password), ("domain", domain)):
+            _check_credential(name, value, header=name != "password")
+        endpoint = URL(iam_endpoint) if isinstance(iam_endpoint, str | URL) else None
+        if endpoint is None or endpoint.scheme not in {"http", "https"}:
+            msg = f"iam_endpoint must be an http(s) URL, not {iam_endpoint!r}"
+            raise ValueError(msg)
+        if isinstance(refresh_margin, bool) or not isinstance(
+            refresh_margin, int | float
+        ):
+            msg = f"refresh_margin must be a number of seconds, not {refresh_margin!r}"
+            raise TypeError(msg)
+        if not math.isfinite(refresh_margin):
+            msg = f"refresh_margin must be finite, not {refresh_margin}"
+            raise ValueError(msg)
         self.user = user
         self._password = password
         self.domain = domain
-        self.iam_endpoint = URL(iam_endpoint)
+        self.iam_endpoint = endpoint
         self.refresh_margin = refresh_margin
         self._clock = clock
         self._timeout = timeout or aiohttp.ClientTimeout(total=30, connect=10)
@@ -291,11 +333,11 @@ class IamPasswordAuth:
                 project_id=project_id,
             ) from None
         if status != 201 or not subject:  # noqa: PLR2004
-            code, message = _iam_error(text)
+            code, message, _ = read_error_body(text)
             raise AuthenticationError(
                 status=status,
                 error_code=code,
-                error_msg=f"IAM refused the token request: {message}",
+                error_msg=f"IAM refused the token request: {message or 'no message'}",
                 request_id=request_id,
                 project_id=project_id,
             )
@@ -333,28 +375,6 @@ def _project_of(headers: Mapping[str, str]) -> str:
         msg = "IamPasswordAuth needs the X-Project-Id header IefClient sends"
         raise ValueError(msg)
     return project_id
-
-
-def _iam_error(body: bytes) -> tuple[str | None, str]:  # (code, message)
-    # IAM answers {"error": {"code": ..., "message": ...}}; gateways differ
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, body[:200].decode("utf-8", "replace") or "no message"
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            return _code(error.get("code")), _text(error.get("message"))
-        return _code(data.get("error_code")), _text(data.get("error_msg"))
-    return None, "no message"
-
-
-def _code(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _text(value: object) -> str:
-    return "no message" if value is None else str(value)
 
 
 def _expires_at(body: bytes, *, default: float) -> float:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import os
 import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import orjson
@@ -51,6 +53,13 @@ T = TypeVar("T")
 
 _JOB_TYPES = [t.value for t in JobType]
 _SORTS = [s.value for s in SortOrder]
+
+
+class _CommandError(click.ClickException):
+    """A failure that is not the library's, shown as ours: one line, exit 1."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"ief-jobs: error: {self.format_message()}", err=True, file=file)
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -209,12 +218,51 @@ def main() -> None:
     """List Huawei Cloud IEF batch jobs, fast."""
 
 
+class _Seconds(click.FloatRange):
+    """A finite number of seconds, 0 or more (FloatRange lets inf and nan in)."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+_PORT = click.IntRange(0, 65535)
+_PROJECTS = click.IntRange(min=1)
+
+
+def _jobs_option(default: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--jobs",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=True,
+        help="Jobs per project.",
+    )
+
+
+def _latency_option(
+    default: float, text: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--latency", type=_Seconds(), default=default, show_default=True, help=text
+    )
+
+
 @main.command()
-@click.option("--projects", default=5, show_default=True, help="Projects to list.")
-@click.option("--jobs", default=2000, show_default=True, help="Jobs per project.")
 @click.option(
-    "--latency", default=0.02, show_default=True, help="Seconds each answer takes."
+    "--projects", type=_PROJECTS, default=5, show_default=True, help="Projects to list."
 )
+@_jobs_option(2000)
+@_latency_option(0.02, "Seconds each answer takes.")
 def demo(projects: int, jobs: int, latency: float) -> None:
     """Start a local IEF emulator and list every project's jobs at once."""
     console = Console()
@@ -683,11 +731,13 @@ async def _print_events(
 
 
 @main.command()
-@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
-@click.option("--projects", default=3, show_default=True)
-@click.option("--jobs", default=250, show_default=True, help="Jobs per project.")
+@click.option(
+    "--port", type=_PORT, default=0, show_default=True, help="0 picks a free port."
+)
+@click.option("--projects", type=_PROJECTS, default=3, show_default=True)
+@_jobs_option(250)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--latency", default=0.0, show_default=True, help="Seconds per answer.")
+@_latency_option(0.0, "Seconds per answer.")
 @click.option("--page-cap", type=click.IntRange(min=1), help="Most records per page.")
 @click.option("--token", envvar="IEF_EMULATOR_TOKEN", help="Token to accept.")
 @click.option(
@@ -725,7 +775,7 @@ def emulator(
 
     async def serve() -> None:
         faults = Faults(latency=latency, page_cap=page_cap)
-        async with Emulator(
+        server = Emulator(
             projects=projects,
             jobs=jobs,
             seed=seed,
@@ -735,7 +785,15 @@ def emulator(
             running=running,
             new_jobs_per_hour=new_jobs_per_hour,
             stragglers=stragglers,
-        ) as server:
+        )
+        try:
+            await server.start()
+        except OSError as exc:  # the port is taken, or not ours to take
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise _CommandError(
+                f"cannot listen on 127.0.0.1:{port}: {reason}"
+            ) from None
+        async with server:
             info = server.info()
             key = info["access_key"]
             # first line for scripts, then the same in words
@@ -753,4 +811,4 @@ def emulator(
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        _run(serve())

@@ -11,6 +11,7 @@ turns one request into one `JobPage`.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import time
@@ -18,11 +19,12 @@ from collections.abc import (
     AsyncGenerator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
 )
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Any, Final, Literal, Self, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "IefClient",
+    "Stream",
     "check_job_id",
     "check_project_id",
 ]
@@ -59,6 +62,7 @@ _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a project or job 
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 ErrorPolicy = Literal["raise", "collect"]
+T = TypeVar("T")
 
 
 def _plain_segment(value: str, what: str) -> str:
@@ -89,6 +93,121 @@ def _project_list(project_ids: Iterable[str]) -> list[str]:
     return [check_project_id(pid) for pid in dict.fromkeys(project_ids)]
 
 
+def _endpoint_url(endpoint: str | URL) -> URL:
+    if not isinstance(endpoint, str | URL):
+        msg = f"endpoint must be a str or yarl.URL, not {endpoint!r}"
+        raise TypeError(msg)
+    url = URL(endpoint)
+    if not url.is_absolute() or url.scheme not in {"http", "https"}:
+        msg = f"endpoint must be an http(s) URL, not {str(url)!r}"
+        raise ValueError(msg)
+    if url.user or url.password or url.query_string or url.fragment:
+        msg = "endpoint must carry no credentials, query or fragment"
+        raise ValueError(msg)
+    return url
+
+
+def _whole(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an int, not {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, not {value}"
+        raise ValueError(msg)
+
+
+def _positive(name: str, value: object, *, unit: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number of {unit}, not {value!r}"
+        raise TypeError(msg)
+    if not 0 < value < math.inf:  # NaN fails this too
+        msg = f"{name} must be above 0 and finite, in {unit}, not {value}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        msg = f"{name} must be True or False, not {value!r}"
+        raise TypeError(msg)
+
+
+def _text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        msg = f"{name} must be a str, not {value!r}"
+        raise TypeError(msg)
+    if not value:
+        msg = f"{name} must not be empty"
+        raise ValueError(msg)
+
+
+def _client_timeout(timeout: object) -> aiohttp.ClientTimeout:
+    # seconds bound one whole request, as DESIGN.md promises
+    if isinstance(timeout, aiohttp.ClientTimeout):
+        return timeout
+    return aiohttp.ClientTimeout(total=_positive("timeout", timeout, unit="seconds"))
+
+
+class Stream(AsyncGenerator[T, None]):
+    """
+    What the ``iter_*`` methods return: an async generator that is also an
+    async context manager, so leaving the block stops the work behind it.
+
+    ``break`` alone closes an async generator only when nothing else refers
+    to it any more (Python closes it on ``aclose()`` or garbage collection);
+    until then its requests go on. Leaving ``async with`` calls `aclose`,
+    which cancels every request in flight and returns when they are gone.
+
+    Example::
+
+        async with ief.iter_jobs_many(project_ids) as jobs:
+            async for project_id, job in jobs:
+                if job.status == JobStatus.FAILED:
+                    break  # nothing is in flight once the block is left
+
+    ``contextlib.aclosing(ief.iter_jobs(...))`` does the same.
+    """
+
+    __slots__ = ("_generator", "_next")
+
+    def __init__(self, generator: AsyncGenerator[T, None]) -> None:
+        self._generator = generator
+        self._next = generator.__anext__  # bound once: one call per item
+
+    def __aiter__(self) -> Self:
+        return self
+
+    # the generator's own awaitable, not a coroutine of ours: nothing extra
+    # per item (typeshed types it as a Coroutine of Any)
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        return self._next()
+
+    async def asend(self, value: None) -> T:
+        """Send *value* in (always None here): the next item."""
+        return await self._generator.asend(value)
+
+    async def athrow(  # type: ignore[override]  # one of typeshed's overloads
+        self, typ: BaseException, val: None = None, tb: TracebackType | None = None
+    ) -> T:
+        """Raise *typ* inside the generator."""
+        return await self._generator.athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        """Stop: cancel the work behind the stream and wait for it. Idempotent."""
+        await self._generator.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 class IefClient:
     """
     An asyncio client for IEF's batch job listing.
@@ -107,14 +226,22 @@ class IefClient:
         concurrency: Most requests in flight across everything this client does.
         page_size: Records asked for per request (sent as ``limit``).
         retry: What to retry and how long to wait (`RetryPolicy`).
-        timeout: Per request; the default bounds connecting and each read.
+        timeout: Per request, in seconds (an int or float bounds each whole
+            request), or an `aiohttp.ClientTimeout`; the default bounds
+            connecting and each read. It holds on a borrowed *session* too.
         max_body_size: A response body larger than this (after decompression)
             is refused with `TransportError`.
         verify_ssl: TLS certificate checks; turn off only for a test endpoint.
+            It holds on a borrowed *session* too: one whose connector does not
+            verify still verifies this client's requests.
         adaptive: Halve the in-flight bound on 429 and grow it back on success.
         rate_limit: Most requests started per second, client-wide, evenly
             spaced, for users who know their quota (None: no limit). Retries
             count too.
+
+    Every argument is checked here, before any request: a wrong type raises
+    `TypeError` and a value out of range `ValueError`, each naming the
+    argument.
 
     Example::
 
@@ -135,28 +262,35 @@ class IefClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         page_size: int = DEFAULT_PAGE_SIZE,
         retry: RetryPolicy | None = None,
-        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         verify_ssl: bool = True,
         adaptive: bool = True,
         rate_limit: float | None = None,
     ) -> None:
-        endpoint = URL(endpoint)
-        if not endpoint.is_absolute() or endpoint.scheme not in {"http", "https"}:
-            msg = f"endpoint must be an http(s) URL, not {str(endpoint)!r}"
-            raise ValueError(msg)
-        if (
-            endpoint.user
-            or endpoint.password
-            or endpoint.query_string
-            or endpoint.fragment
-        ):
-            msg = "endpoint must carry no credentials, query or fragment"
-            raise ValueError(msg)
+        endpoint = _endpoint_url(endpoint)
+        if not isinstance(auth, Auth):
+            msg = (
+                "auth must provide credentials (TokenAuth, AkSkAuth, "
+                f"IamPasswordAuth, or an Auth of your own), not {auth!r}"
+            )
+            raise TypeError(msg)
+        if instance_id is not None:
+            _text("instance_id", instance_id)
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            msg = f"session must be an aiohttp.ClientSession or None, not {session!r}"
+            raise TypeError(msg)
+        _whole("concurrency", concurrency, minimum=1)
         ListQuery(page_size=page_size)  # the same check as every call's
-        if rate_limit is not None and not rate_limit > 0:
-            msg = f"rate_limit must be above 0 requests a second, not {rate_limit}"
-            raise ValueError(msg)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            msg = f"retry must be a RetryPolicy or None, not {retry!r}"
+            raise TypeError(msg)
+        request_timeout = _client_timeout(timeout)
+        _whole("max_body_size", max_body_size, minimum=1)
+        _flag("verify_ssl", verify_ssl)
+        _flag("adaptive", adaptive)
+        if rate_limit is not None:
+            _positive("rate_limit", rate_limit, unit="requests a second")
         self._endpoint = endpoint
         self._transport = Transport(
             endpoint,
@@ -165,7 +299,7 @@ class IefClient:
             session=session,
             concurrency=concurrency,
             retry=retry if retry is not None else RetryPolicy(),
-            timeout=timeout,
+            timeout=request_timeout,
             max_body_size=max_body_size,
             verify_ssl=verify_ssl,
             adaptive=adaptive,
@@ -220,6 +354,9 @@ class IefClient:
 
             IefClient.for_region("cn-north-4", auth=TokenAuth(token))
         """
+        if not isinstance(region, str):
+            msg = f"region must be a str, not {region!r}"
+            raise TypeError(msg)
         if not _REGION.fullmatch(region):
             msg = f"not a region name: {region!r}"
             raise ValueError(msg)
@@ -318,7 +455,7 @@ class IefClient:
         max_items: int | None = None,
         instance_id: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncGenerator[JobPage, None]:
+    ) -> Stream[JobPage]:
         """
         Yield the pages of *project_id*'s listing, in order.
 
@@ -329,10 +466,17 @@ class IefClient:
         empty, so ``job_count`` is always seen. Arguments are checked here, at
         the call, before any request.
 
+        The result is a `Stream`: an async generator, and an async context
+        manager whose exit cancels whatever is still in flight. ``break``
+        alone stops the requests only once nothing refers to the generator
+        any more; use ``async with`` (or ``contextlib.aclosing``) to stop them
+        at once.
+
         Example::
 
-            async for page in ief.iter_pages("p1", page_size=200):
-                print(page.offset, len(page.jobs), page.job_count)
+            async with ief.iter_pages("p1", page_size=200) as pages:
+                async for page in pages:
+                    print(page.offset, len(page.jobs), page.job_count)
 
         Raises:
             ValueError: A bad argument, at the call.
@@ -349,7 +493,7 @@ class IefClient:
             max_items=max_items,
             instance_id=instance_id,
         )
-        return self._walk(project_id, query, on_progress)
+        return Stream(self._walk(project_id, query, on_progress))
 
     def iter_jobs(
         self,
@@ -362,12 +506,13 @@ class IefClient:
         max_items: int | None = None,
         instance_id: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncGenerator[BatchJob, None]:
+    ) -> Stream[BatchJob]:
         """
         Yield every batch job of *project_id*, page after page, in order.
 
         Stops after ``job_count`` records (or *max_items*) and never asks for a
-        page past the end. Arguments as for `iter_pages`, checked at the call.
+        page past the end. Arguments as for `iter_pages`, checked at the call;
+        a `Stream`, as there (``async with`` stops it at once).
 
         Example::
 
@@ -384,7 +529,7 @@ class IefClient:
             instance_id=instance_id,
             on_progress=on_progress,
         )
-        return _jobs_of(pages)
+        return Stream(_jobs_of(pages))
 
     def iter_jobs_many(
         self,
@@ -397,7 +542,7 @@ class IefClient:
         instance_id: str | None = None,
         errors: ErrorPolicy = "raise",
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> AsyncGenerator[tuple[str, BatchJob], None]:
+    ) -> Stream[tuple[str, BatchJob]]:
         """
         List every project at once; yield ``(project_id, job)`` as pages arrive.
 
@@ -411,10 +556,15 @@ class IefClient:
         finishes first, then the failures are raised together as an
         `ExceptionGroup` of `IefError`s, each naming its project and offset.
 
+        A `Stream`: leaving ``async with`` (or ``contextlib.aclosing``)
+        cancels every project's requests before it returns; ``break`` alone
+        does so only once nothing refers to the stream any more.
+
         Example::
 
-            async for project_id, job in ief.iter_jobs_many(["p1", "p2"]):
-                print(project_id, job.job_name)
+            async with ief.iter_jobs_many(["p1", "p2"]) as jobs:
+                async for project_id, job in jobs:
+                    print(project_id, job.job_name)
         """
         if errors not in {"raise", "collect"}:
             msg = f"errors must be 'raise' or 'collect', not {errors!r}"
@@ -434,7 +584,7 @@ class IefClient:
             buffer=self.concurrency,
             active=self.concurrency,
         )
-        return _pairs_of(pages)
+        return Stream(_pairs_of(pages))
 
     async def list_jobs(
         self,
@@ -477,7 +627,7 @@ class IefClient:
         shard: tuple[int, int] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> AsyncGenerator[JobEvent, None]:
+    ) -> Stream[JobEvent]:
         """
         Poll *project_ids* every *interval* seconds; yield `JobEvent`s.
 
@@ -506,13 +656,17 @@ class IefClient:
         in shard *index* of *count*. A slow consumer delays the next poll;
         ``break`` or cancellation stops everything. See `ief_jobs.watch`.
 
+        Like the ``iter_*`` methods it returns a `Stream`: leaving ``async
+        with`` is a clean stop.
+
         Example::
 
-            async with SqliteCheckpoint("watch.db") as state:
-                events = ief.watch_jobs(["p1", "p2"], interval=15, checkpoint=state)
-                async with contextlib.aclosing(events):
-                    async for event in events:
-                        await sink.put(event.event_id, event)  # drops repeats
+            async with (
+                SqliteCheckpoint("watch.db") as state,
+                ief.watch_jobs(["p1", "p2"], interval=15, checkpoint=state) as events,
+            ):
+                async for event in events:
+                    await sink.put(event.event_id, event)  # drops repeats
 
         Raises:
             ValueError: No project id, *interval* not above 0, or *shard* out of
@@ -542,23 +696,25 @@ class IefClient:
                 return None  # deleted
             return detail.to_job()
 
-        return watch(
-            ids,
-            read_page=read_page,
-            list_project=list_project,
-            show_job=show_job,
-            interval=interval,
-            emit_existing=emit_existing,
-            only_unfinished=only_unfinished,
-            skip_idle=skip_idle,
-            report_after=report_after,
-            reconcile_every=reconcile_every,
-            page_size=self.page_size,
-            concurrency=self.concurrency,
-            checkpoint=checkpoint,
-            shard=shard,
-            clock=clock,
-            sleep=sleep,
+        return Stream(
+            watch(
+                ids,
+                read_page=read_page,
+                list_project=list_project,
+                show_job=show_job,
+                interval=interval,
+                emit_existing=emit_existing,
+                only_unfinished=only_unfinished,
+                skip_idle=skip_idle,
+                report_after=report_after,
+                reconcile_every=reconcile_every,
+                page_size=self.page_size,
+                concurrency=self.concurrency,
+                checkpoint=checkpoint,
+                shard=shard,
+                clock=clock,
+                sleep=sleep,
+            )
         )
 
     async def count_jobs(

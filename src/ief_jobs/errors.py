@@ -3,11 +3,12 @@ Every error ief-jobs raises:
 
 * IefError: *project_id*, *offset* (where a walk stopped: resume with ``offset=``)
   and *attempts* (requests made for that page)
-  * ApiError: IEF answered 4xx/5xx (status, error_code, error_msg, request_id)
+  * ApiError: IEF answered 3xx/4xx/5xx (status, error_code, error_msg,
+    request_id; location, for a redirect, which is never followed)
     * AuthenticationError: 401/403, and IEF's 400 IEF.011005
     * NotFoundError: 404
     * ThrottledError: 429 (retry_after, in seconds, or None)
-    * ServerError: 5xx
+    * ServerError: 5xx (retry_after, in seconds, or None)
   * TransportError: no usable answer (connection failed or reset, timed out, a
     body cut short or too large)
   * DecodeError: the answer is not the documented JSON (problems, each with its
@@ -15,6 +16,10 @@ Every error ief-jobs raises:
 
 No message or ``repr`` carries a token, a secret key or a signature: errors
 hold what the server said and where the walk was, never the request's headers.
+
+Every error pickles and copies with its type, message and fields (and its
+notes), so it survives multiprocessing, `concurrent.futures` process pools and
+task queues; like any exception's, its traceback and cause stay behind.
 
 Nothing here imports from the rest of the package; `error_from_response` is the
 one place that turns an error answer into one of these.
@@ -30,6 +35,7 @@ from typing import Final
 
 import attrs
 import orjson
+from yarl import URL
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -39,6 +45,13 @@ class IefError(Exception):
     project_id: str | None = None
     offset: int | None = None
     attempts: int = 1
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # BaseException's own reduce calls cls(*args), which keyword-only fields
+        # refuse; rebuild from the fields as they are now (attempts, offset and
+        # project_id are filled in after construction)
+        fields = {a.name: getattr(self, a.name) for a in attrs.fields(type(self))}
+        return _rebuild, (type(self), fields, getattr(self, "__notes__", None))
 
     def _where(self) -> str:
         parts = []
@@ -59,13 +72,17 @@ class ApiError(IefError):
     error_code: str | None = None
     error_msg: str | None = None
     request_id: str | None = None
+    # a 3xx's Location, without credentials, query or fragment: the client
+    # never follows a redirect (it would carry our credentials along)
+    location: str | None = None
 
     def __str__(self) -> str:
         code = f" {self.error_code}" if self.error_code else ""
         msg = f": {self.error_msg}" if self.error_msg else ""
+        to = f" (redirect to {self.location}, not followed)" if self.location else ""
         where = self._where()
         request = f" [request {self.request_id}]" if self.request_id else ""
-        return f"HTTP {self.status}{code}{msg}{where}{request}"
+        return f"HTTP {self.status}{code}{msg}{to}{where}{request}"
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -88,6 +105,8 @@ class ThrottledError(ApiError):
 @attrs.define(kw_only=True, eq=False)
 class ServerError(ApiError):
     """5xx: the server failed; 502, 503 and 504 are usually temporary."""
+
+    retry_after: float | None = None  # seconds, from Retry-After when present
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -160,20 +179,28 @@ def error_from_response(
     """
     Map one error answer to the right `ApiError`, the one place that does.
 
-    Reads ``error_code``/``error_msg`` from a JSON body, and falls back to the
-    (shortened) raw text for an HTML or empty body, as a load balancer sends.
+    Reads the code and message from a JSON body in either shape (see
+    `read_error_body`), and falls back to the (shortened) raw text for an HTML
+    or empty body, as a load balancer sends. A 429's or 5xx's ``Retry-After``
+    becomes *retry_after*; a 3xx's ``Location`` becomes *location*.
     """
-    error_code, error_msg, request_id = _read_error_body(body)
+    error_code, error_msg, request_id = read_error_body(body)
     request_id = headers.get("X-Request-Id") or request_id
-    error = _error_class(status, error_code)(
+    cls = _error_class(status, error_code)
+    error = cls(
         status=status,
         error_code=error_code,
         error_msg=error_msg,
         request_id=request_id,
         project_id=project_id,
         offset=offset,
+        location=(
+            _redirect_target(headers.get("Location"))
+            if _REDIRECT_MIN <= status < _REDIRECT_END
+            else None
+        ),
     )
-    if isinstance(error, ThrottledError):
+    if isinstance(error, ThrottledError | ServerError):
         error.retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
     return error
 
@@ -192,24 +219,69 @@ def _error_class(status: int, error_code: str | None) -> type[ApiError]:
 
 _AUTH_STATUSES: Final = frozenset({HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN})
 _AUTH_CODES: Final = frozenset({"IEF.011005"})
+_REDIRECT_MIN: Final = 300
+_REDIRECT_END: Final = 400
 _RAW_TEXT_MAX: Final = 200  # enough to recognise an HTML error page, not to flood logs
 
 
-def _read_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
+def read_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """
+    ``(code, message, request_id)`` from an error body, the one parser of both.
+
+    IEF and API Gateway answer ``{"error_code": ..., "error_msg": ...,
+    "request_id": ...}``; IAM and some gateways ``{"error": {"code": ...,
+    "message": ...}}`` (a number as code is kept as its text). Anything else
+    gives no code and, as message, the body's first characters with runs of
+    whitespace folded (an HTML page from a load balancer), or None if empty.
+
+    Example::
+
+        assert ("APIGW.0106", "bad", None) == read_error_body(
+            b'{"error": {"code": "APIGW.0106", "message": "bad"}}'
+        )
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict):
-        code, msg, request_id = (
-            data.get("error_code"),
-            data.get("error_msg"),
-            data.get("request_id"),
-        )
-        return (
-            code if isinstance(code, str) else None,
-            msg if isinstance(msg, str) else None,
-            request_id if isinstance(request_id, str) else None,
-        )
+        nested = data.get("error")
+        if isinstance(nested, dict):
+            code, msg = nested.get("code"), nested.get("message")
+            request_id = nested.get("request_id", data.get("request_id"))
+        else:
+            code, msg = data.get("error_code"), data.get("error_msg")
+            request_id = data.get("request_id")
+        return _text(code), _text(msg), _text(request_id)
     text = " ".join(body[:_RAW_TEXT_MAX].decode("utf-8", "replace").split())
     return None, text or None, None
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # Keystone-style numeric codes
+    return None
+
+
+def _redirect_target(value: str | None) -> str | None:
+    # where a redirect pointed, never what it might carry: a query string can
+    # hold a token a hostile server echoes back, and userinfo a password
+    if not value:
+        return None
+    try:
+        url = URL(value.strip())
+        shown = url.with_user(None).with_query(None).with_fragment(None)
+    except (TypeError, ValueError):
+        return None
+    return str(shown) or None
+
+
+def _rebuild(
+    cls: type[IefError], fields: dict[str, object], notes: list[str] | None
+) -> IefError:
+    error = cls(**fields)  # type: ignore[arg-type]  # the fields attrs listed
+    if notes:
+        error.__notes__ = list(notes)
+    return error

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import tenacity
@@ -39,6 +40,32 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ServerError) and exc.status in _TEMPORARY_STATUSES
 
 
+# validators, typed as attrs' own are (models.py does the same)
+def _whole_at_least_one(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{attribute.name} must be an int, not {value!r}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{attribute.name} must be at least 1, not {value}"
+        raise ValueError(msg)
+
+
+def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{attribute.name} must be a number of seconds, not {value!r}"
+        raise TypeError(msg)
+    if not 0 <= value < math.inf:  # NaN fails this too
+        msg = f"{attribute.name} must be finite and at least 0 seconds, not {value}"
+        raise ValueError(msg)
+
+
+def _optional_seconds(
+    instance: Any, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None:
+        _seconds(instance, attribute, value)
+
+
 @attrs.frozen
 class RetryPolicy:
     """
@@ -48,7 +75,10 @@ class RetryPolicy:
     timeouts, and when its body was cut short; never on another 4xx, a 500, or a
     body that arrived whole but is not the documented JSON. The wait before
     attempt *n + 1* is ``min(wait_max, wait_initial * 2 ** (n - 1)) + jitter``,
-    or the server's ``Retry-After`` (capped at *retry_after_max*) when it sent one.
+    or the server's ``Retry-After`` (seconds or an HTTP date, capped at
+    *retry_after_max*) when it sent one, on a 429 or a 5xx alike. *timeout*
+    counts from the page's first attempt, so a page gives up at most
+    *timeout* seconds plus one request's timeout after it started.
 
     Args:
         attempts: Most attempts per page, the first included (1: no retries).
@@ -62,35 +92,47 @@ class RetryPolicy:
         clock: Monotonic seconds, for *timeout* (tests pass a fake).
         jitter: A random float in [0, 1) (tests pass a constant).
 
+    Each argument is checked here: a wrong type is a `TypeError`, a negative,
+    infinite or NaN number of seconds or fewer than one attempt a `ValueError`,
+    each naming the argument.
+
     Example::
 
         IefClient(endpoint, auth=auth, retry=RetryPolicy(attempts=8, timeout=120))
     """
 
-    attempts: int = 5
-    timeout: float | None = 60.0
-    wait_initial: float = 0.5
-    wait_max: float = 10.0
-    wait_jitter: float = 1.0
-    retry_after_max: float = 60.0
+    attempts: int = attrs.field(default=5, validator=_whole_at_least_one)
+    timeout: float | None = attrs.field(default=60.0, validator=_optional_seconds)
+    wait_initial: float = attrs.field(default=0.5, validator=_seconds)
+    wait_max: float = attrs.field(default=10.0, validator=_seconds)
+    wait_jitter: float = attrs.field(default=1.0, validator=_seconds)
+    retry_after_max: float = attrs.field(default=60.0, validator=_seconds)
     sleep: Callable[[float], Awaitable[None]] = attrs.field(
-        default=asyncio.sleep, repr=False
+        default=asyncio.sleep, repr=False, validator=attrs.validators.is_callable()
     )
-    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
-    jitter: Callable[[], float] = attrs.field(default=random.random, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        if self.attempts < 1:
-            msg = f"attempts must be at least 1, not {self.attempts}"
-            raise ValueError(msg)
+    clock: Callable[[], float] = attrs.field(
+        default=time.monotonic, repr=False, validator=attrs.validators.is_callable()
+    )
+    jitter: Callable[[], float] = attrs.field(
+        default=random.random, repr=False, validator=attrs.validators.is_callable()
+    )
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether *exc* is a failure worth another attempt."""
         return _is_retryable(exc)
 
     def backoff(self, attempt: int, exc: BaseException | None) -> float:
-        """Seconds to wait after failed attempt number *attempt* (1-based)."""
-        if isinstance(exc, ThrottledError) and exc.retry_after is not None:
+        """
+        Seconds to wait after failed attempt number *attempt* (1-based).
+
+        The server's ``Retry-After`` wins where it sent one: on a 429 or on a
+        5xx (RFC 9110 gives it to 503 as much as to 429, and gateways send it
+        on 502 and 504 too).
+        """
+        if (
+            isinstance(exc, ThrottledError | ServerError)
+            and exc.retry_after is not None
+        ):
             return min(exc.retry_after, self.retry_after_max)
         try:
             base = min(self.wait_max, self.wait_initial * 2.0 ** (attempt - 1))

@@ -15,6 +15,7 @@ headers) is built once per walk, not per request.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
@@ -68,6 +69,7 @@ class Transport:
         "_rate_limiter",
         "_retry",
         "_session",
+        "_ssl",
         "_timeout",
         "_verify_ssl",
         "adaptive",
@@ -98,7 +100,10 @@ class Transport:
         self._owns_session = session is None
         self._closed = False
         self._retry = retry
+        # Both go with every request as well as to a session we make: aiohttp
+        # takes them per call, so a borrowed session cannot loosen them.
         self._timeout = timeout
+        self._ssl = _request_ssl(session, verify_ssl=verify_ssl)
         self._max_body_size = max_body_size
         self._verify_ssl = verify_ssl
         self.limiter = AdaptiveLimiter(concurrency)
@@ -308,7 +313,11 @@ class Transport:
         try:
             # a redirect would carry our credentials wherever it points: never follow
             async with session.get(
-                url, headers=headers, allow_redirects=False
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+                ssl=self._ssl,
             ) as response:
                 body = await self._read_body(response, project_id, offset)
                 found = response.headers
@@ -355,6 +364,31 @@ class Transport:
                     retryable=False,
                 )
         return bytes(body)
+
+
+def _request_ssl(
+    session: aiohttp.ClientSession | None, *, verify_ssl: bool
+) -> bool | ssl.SSLContext:
+    """
+    The ``ssl=`` each request passes: what makes *verify_ssl* hold whatever
+    the session's connector says.
+
+    False turns checks off for our requests only. True defers to the
+    connector, which verifies when we made it, or when a borrowed one does
+    (its own CA bundle or pinned fingerprint stays in force); a borrowed
+    connector that does not verify gets a verifying context for our requests.
+    """
+    if not verify_ssl:
+        return False
+    connector = None if session is None else session.connector
+    # aiohttp keeps the connector's setting private; read, never changed
+    setting = getattr(connector, "_ssl", True)
+    if setting is False or (
+        isinstance(setting, ssl.SSLContext)
+        and (setting.verify_mode == ssl.CERT_NONE or not setting.check_hostname)
+    ):
+        return ssl.create_default_context()
+    return True
 
 
 # another attempt would meet the same certificate (the certificate error is

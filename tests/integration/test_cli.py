@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 
+import aiohttp
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from ief_jobs import IefClient, RetryPolicy
+from ief_jobs import cli as cli_module
 from ief_jobs.cli import main
 from ief_jobs.emulator import Emulator
 
@@ -173,6 +177,86 @@ def test_demo_runs() -> None:
     assert 0 == result.exit_code, result.output
     assert "Listed 900 jobs from 3 projects" in result.stdout
     assert "Jobs per status" in result.stdout
+
+
+@pytest.fixture(name="silent_port")
+def _silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that takes connections and never answers them."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # the kernel completes handshakes; nobody reads
+        yield listener.getsockname()[1]
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("arguments", "named"),
+        [
+            (["emulator", "--port", "99999"], "--port"),
+            (["emulator", "--port", "-1"], "--port"),
+            (["emulator", "--projects", "0"], "--projects"),
+            (["emulator", "--jobs", "-5"], "--jobs"),
+            (["emulator", "--latency", "-1"], "--latency"),
+            (["emulator", "--latency", "inf"], "--latency"),
+            (["demo", "--projects", "-1"], "--projects"),
+            (["demo", "--jobs", "-1"], "--jobs"),
+            (["demo", "--latency", "nan"], "--latency"),
+        ],
+    )
+    def test_a_bad_option_is_a_usage_error(
+        self, arguments: list[str], named: str
+    ) -> None:
+        """Refused by the option itself: exit code 2, the option named, no
+        traceback, nothing started."""
+        result = CliRunner().invoke(main, arguments)
+
+        assert 2 == result.exit_code, result.output
+        assert f"Invalid value for '{named}'" in result.output
+        assert "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+    def test_a_port_in_use_is_one_line(self, silent_port: int) -> None:
+        """ief-jobs emulator on a taken port: one error line, exit code 1."""
+        result = CliRunner().invoke(main, ["emulator", "--port", str(silent_port)])
+
+        assert 1 == result.exit_code, result.output
+        assert "" == result.stdout
+        expected = f"cannot listen on 127.0.0.1:{silent_port}: Address already in use"
+        assert [f"ief-jobs: error: {expected}"] == result.stderr.splitlines()
+
+
+_TIMEOUT = aiohttp.ClientTimeout(total=0.3)
+
+
+class TestTimeBound:
+    def test_count_against_a_silent_server_gives_up_after_the_bound(
+        self, silent_port: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Requests time out after 0.3 s and RetryPolicy(timeout=0.2) counts from
+        the first attempt: a retry would start past the bound, so none does.
+        (Counted from the first failure, a second attempt would have started.)"""
+
+        class QuickClient(IefClient):
+            __slots__ = ()
+
+            def __init__(self, endpoint: str, **kwargs: object) -> None:
+                retry = RetryPolicy(timeout=0.2, wait_initial=0.01, wait_jitter=0)
+                super().__init__(endpoint, timeout=_TIMEOUT, retry=retry, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(cli_module, "IefClient", QuickClient)
+        env = {
+            "IEF_ENDPOINT": f"http://127.0.0.1:{silent_port}",
+            "IEF_TOKEN": "t",
+            "HUAWEICLOUD_SDK_AK": None,
+            "HUAWEICLOUD_SDK_SK": None,
+        }
+
+        result = CliRunner().invoke(main, ["count", "p1"], env=env)
+
+        assert 1 == result.exit_code, result.output
+        assert [
+            "ief-jobs: error: timed out (project p1, offset 0)"
+        ] == result.stderr.splitlines()
 
 
 class TestWatch:

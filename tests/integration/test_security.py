@@ -68,6 +68,26 @@ def _page(jobs: list[dict[str, Any]], total: int) -> web.Response:
     )
 
 
+@pytest.fixture(name="tls_server_context")
+def _tls() -> tuple[ssl.SSLContext, trustme.CA]:
+    """A server context with a certificate for 127.0.0.1 from a private CA."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context, ca
+
+
+def _counting() -> tuple[Handler, list[str]]:
+    """A handler answering an empty page, and the paths it heard."""
+    heard: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        heard.append(request.path)
+        return _page([], 0)
+
+    return answer, heard
+
+
 class TestRedirects:
     @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
     async def test_a_redirect_is_not_followed(self, status: int) -> None:
@@ -92,6 +112,7 @@ class TestRedirects:
         assert status == info.value.status
         assert [] == stolen
         assert TOKEN not in str(info.value)
+        assert f"{thief_url}/steal" == info.value.location
 
 
 class TestSecretsStayOut:
@@ -288,6 +309,66 @@ class TestSlowServers:
         assert [r["job_id"] for r in records[:40]] == got
 
 
+class TestBorrowedSession:
+    """A session the caller lends keeps its own defaults for its other uses;
+    the client's timeout and TLS checks still hold for the client's requests."""
+
+    async def test_the_client_timeout_holds(self) -> None:
+        async def slow(_: web.Request) -> web.Response:
+            await asyncio.sleep(10)
+            return _page([], 0)
+
+        async with (
+            _serve(slow) as url,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session,
+            _client(url, session=session, timeout=0.05) as ief,
+        ):
+            with pytest.raises(TransportError, match="timed out"):
+                async with asyncio.timeout(2):
+                    await ief.count_jobs(PROJECT)
+
+    async def test_an_unverifying_connector_still_verifies(
+        self, tls_server_context: tuple[ssl.SSLContext, trustme.CA]
+    ) -> None:
+        """verify_ssl=True (the default) over a session whose connector has
+        ssl=False: the untrusted certificate is refused, the token unsent."""
+        answer, heard = _counting()
+        context, _ = tls_server_context
+        connector = aiohttp.TCPConnector(ssl=False)
+        async with (
+            _serve(answer, context) as url,
+            aiohttp.ClientSession(connector=connector) as session,
+            _client(url, session=session) as ief,
+        ):
+            with pytest.raises(TransportError, match="TLS"):
+                await ief.count_jobs(PROJECT)
+            # the session itself, for other uses, is left as it was lent
+            async with session.get(f"{url}/other") as response:
+                assert 200 == response.status
+
+        assert ["/other"] == heard
+
+    async def test_a_connector_with_its_own_ca_is_respected(
+        self, tls_server_context: tuple[ssl.SSLContext, trustme.CA]
+    ) -> None:
+        """A connector that verifies against a private CA keeps doing so."""
+        server_context, ca = tls_server_context
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+
+        async def answer(_: web.Request) -> web.Response:
+            return _page([], 4)
+
+        async with (
+            _serve(answer, server_context) as url,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=trusting)
+            ) as session,
+            _client(url, session=session) as ief,
+        ):
+            assert 4 == await ief.count_jobs(PROJECT)
+
+
 class TestInput:
     async def test_query_values_cannot_add_parameters(self) -> None:
         """A job type with &, = or # in it stays one value; such a sort is refused."""
@@ -326,41 +407,37 @@ class TestInput:
 
 
 class TestTls:
-    @pytest.fixture(name="tls_server_context")
-    def _tls(self) -> tuple[ssl.SSLContext, trustme.CA]:
-        ca = trustme.CA()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        return context, ca
-
     async def test_an_untrusted_certificate_is_refused_by_default(
         self, tls_server_context: tuple[ssl.SSLContext, trustme.CA]
     ) -> None:
-        requests = 0
-
-        async def answer(_: web.Request) -> web.Response:
-            nonlocal requests
-            requests += 1
-            return _page([], 0)
-
+        answer, heard = _counting()
         context, _ = tls_server_context
         retry = RetryPolicy(attempts=5, sleep=no_sleep)
         async with _serve(answer, context) as url, _client(url, retry=retry) as ief:
             with pytest.raises(TransportError, match="TLS") as info:
                 await ief.count_jobs(PROJECT)
 
-        assert 0 == requests  # the token was never sent
+        assert [] == heard  # the token was never sent
         assert 1 == info.value.attempts  # a certificate does not get better
 
+    @pytest.mark.parametrize("borrowed", [False, True])
     async def test_verification_off_only_when_asked(
-        self, tls_server_context: tuple[ssl.SSLContext, trustme.CA]
+        self, tls_server_context: tuple[ssl.SSLContext, trustme.CA], borrowed: bool
     ) -> None:
+        """verify_ssl=False reaches the request, on a borrowed session too."""
+
         async def answer(_: web.Request) -> web.Response:
             return _page([], 3)
 
         context, _ = tls_server_context
-        async with (
-            _serve(answer, context) as url,
-            _client(url, verify_ssl=False) as ief,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            url = await stack.enter_async_context(_serve(answer, context))
+            session = (
+                await stack.enter_async_context(aiohttp.ClientSession())
+                if borrowed
+                else None
+            )
+            ief = await stack.enter_async_context(
+                _client(url, verify_ssl=False, session=session)
+            )
             assert 3 == await ief.count_jobs(PROJECT)

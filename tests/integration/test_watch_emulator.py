@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
-from ief_jobs import IefClient, JobEvent, JobEventKind, JobStatus, TokenAuth
+from ief_jobs import (
+    IefClient,
+    JobEvent,
+    JobEventKind,
+    JobStatus,
+    SqliteCheckpoint,
+    TokenAuth,
+)
 from ief_jobs.emulator import Emulator
 
 
@@ -163,3 +171,23 @@ async def test_old_stragglers_are_shown_and_a_deleted_one_is_told() -> None:
     assert stragglers[0] == (event.job and event.job.job_id)
     assert 2 * 3 == polls_shows  # three polls, two stragglers
     assert polls_lists <= 3 * 3  # the head: a page or three a poll, never thirty
+
+
+async def test_leaving_async_with_is_a_clean_stop(tmp_path: Path) -> None:
+    """watch_jobs is a Stream: leaving its block counts the event in hand as
+    taken, so the next run on the same checkpoint goes on after it."""
+    async with (
+        Emulator(projects=1, jobs=20, seed=4) as emulator,
+        IefClient(emulator.base_url, auth=TokenAuth(emulator.token)) as ief,
+    ):
+        pid = emulator.project_ids[0]
+        got = []
+        for _ in range(2):
+            async with (
+                SqliteCheckpoint(tmp_path / "watch.db") as state,
+                ief.watch_jobs([pid], emit_existing=True, checkpoint=state) as events,
+            ):
+                got.append(await anext(events))
+
+    oldest = [job["job_id"] for job in emulator.jobs(pid)[:2]]
+    assert oldest == [e.job and e.job.job_id for e in got]

@@ -23,6 +23,7 @@ from ief_jobs import (
     JobType,
     NotFoundError,
     RedisCheckpoint,
+    ServerError,
     SortOrder,
     SqliteCheckpoint,
     ThrottledError,
@@ -44,6 +45,13 @@ async def use_api(token: str) -> None:
         async for project_id, job in ief.iter_jobs_many(["p1", "p2"], errors="collect"):
             assert_type(project_id, str)
             assert_type(job, BatchJob)
+        async with ief.iter_jobs_many(["p1", "p2"]) as pairs:
+            async for project_id, job in pairs:
+                assert_type(project_id, str)
+                assert_type(job, BatchJob)
+                break
+        async with ief.iter_pages("p1") as pages:
+            assert_type(await anext(pages), JobPage)
         assert_type(await ief.list_jobs("p1"), list[BatchJob])
         assert_type(await ief.count_jobs("p1"), int)
         detail = await ief.get_job("p1", "66273c66-f72e", instance_id="i1")
@@ -61,12 +69,17 @@ async def use_api(token: str) -> None:
         assert_type(exc.retry_after, float | None)
     except NotFoundError as exc:
         assert_type(exc.status, int)
+    except ServerError as exc:
+        assert_type(exc.retry_after, float | None)
+        assert_type(exc.location, str | None)
 
 
 async def use_credentials_and_watch(ak: str, sk: str, password: str) -> None:
     signed = IefClient("https://ief.example.com", auth=AkSkAuth(ak, sk))
     by_password = IamPasswordAuth("ops", password, "acme")
     assert_type(IefClient.from_env(), IefClient)
+    seconds = IefClient("https://ief.example.com", auth=AkSkAuth(ak, sk), timeout=5)
+    assert_type(seconds, IefClient)
     assert_type(auth_from_env(), Auth | None)
     async with signed as ief, by_password:
         async for event in ief.watch_jobs(["p1"], interval=10):
