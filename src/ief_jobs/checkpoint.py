@@ -52,8 +52,8 @@ class SavedProject:
     What a checkpoint holds for one project.
 
     *jobs* maps each job id to its record, *pending* holds the events of the
-    latest poll that wrote any, and *taken* counts how many of those the
-    consumer took (the rest are delivered first after a restart).
+    latest poll that changed the project, and *taken* counts how many of those
+    the consumer took (the rest are delivered first after a restart).
     """
 
     jobs: Mapping[str, bytes]

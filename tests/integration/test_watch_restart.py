@@ -29,8 +29,10 @@ from ief_jobs.emulator import Emulator, Stats
 
 BASE = 1_800_000_000.0
 PROJECTS = 2
-# the console script of the environment the tests run in
-_COMMAND = str(Path(sys.executable).with_name("ief-jobs"))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class ListClock:
@@ -71,7 +73,9 @@ class Watcher:
             env.pop(name, None)
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                _COMMAND,
+                sys.executable,
+                "-c",
+                "from ief_jobs.cli import main; main()",
                 "watch",
                 "--state",
                 str(self.state),
@@ -83,6 +87,9 @@ class Watcher:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                # a test run from a background job inherits SIGINT ignored: the
+                # child gets Python's own Ctrl-C handling back, as in a terminal
+                preexec_fn=_default_sigint,
             )
         self._reader = asyncio.ensure_future(self._read())
 
@@ -108,7 +115,13 @@ class Watcher:
         assert self.process is not None
         assert self._reader is not None
         self.process.send_signal(how)
-        code = await self.process.wait()
+        try:
+            async with asyncio.timeout(60):  # a stop that hangs fails the test
+                code = await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            pytest.fail(f"the watcher did not stop on {how.name}; see {self.log}")
         await self._reader
         return code
 
