@@ -278,3 +278,17 @@ class TestResume:
 def _two_finish_late(project: Project) -> None:
     project.jobs["job-998"] = _job(998, JobStatus.SUCCESSFUL)
     project.jobs["job-999"] = _job(999, JobStatus.STOPPED)
+
+
+class Broken(Crashing):
+    """A store that cannot be reached."""
+
+    async def load(self, project_id: str) -> SavedProject | None:
+        raise ConnectionRefusedError(project_id)
+
+
+async def test_a_store_that_fails_raises_its_own_error(store: Checkpoint) -> None:
+    """Not an ExceptionGroup of the polls' workers: the error as it came."""
+    stream = Project(_many(3)).watch(checkpoint=Broken(store))
+    with pytest.raises(ConnectionRefusedError, match="p1"):
+        await anext(stream)

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -601,6 +602,16 @@ def _checkpoint(state: str) -> Checkpoint:
     return SqliteCheckpoint(state)
 
 
+def _state_errors() -> tuple[type[Exception], ...]:
+    """What a checkpoint store raises when it cannot be used."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+    with contextlib.suppress(ImportError):  # the redis extra is optional
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        errors += (RedisError,)
+    return errors
+
+
 @contextlib.contextmanager
 def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     """
@@ -709,6 +720,14 @@ def watch(
             except asyncio.CancelledError:
                 if not terminated():
                     raise
+            except _state_errors() as exc:
+                # a Redis URL may hold a password: name the store, not the URL
+                where = (
+                    "the Redis state"
+                    if isinstance(checkpoint, RedisCheckpoint)
+                    else state
+                )
+                raise click.ClickException(f"--state {where}: {exc}") from None
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())

@@ -660,9 +660,14 @@ async def _watch(
             for project_id in todo:
                 await work(project_id)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(ids))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(concurrency, len(ids))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:
+            # one worker's error (a checkpoint that fails, a bug) stopped them
+            # all: raise it as it came, not wrapped in a group
+            raise failed.exceptions[0]  # noqa: B904 (its own traceback says where)
 
     async def load(project_id: str) -> None:
         saved = None if checkpoint is None else await checkpoint.load(project_id)

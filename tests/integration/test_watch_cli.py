@@ -79,3 +79,23 @@ class TestWatchCommand:
             assert 2 == code, output
             assert "shard" in output.lower()
         assert before == served.stats.requests
+
+    def test_a_state_that_cannot_be_opened_is_one_error_line(
+        self, served: Emulator, tmp_path: Path
+    ) -> None:
+        state = str(tmp_path / "missing" / "watch.db")
+        code, _, output = _watch(served, "--state", state, served.project_ids[0])
+
+        assert 1 == code
+        assert f"--state {state}: unable to open database file" in output
+        assert "Traceback" not in output
+
+    def test_a_redis_state_error_shows_no_password(self, served: Emulator) -> None:
+        """Nothing listens on port 1: the error names the store, not the URL."""
+        code, _, output = _watch(
+            served, "--state", "redis://:hunter2@127.0.0.1:1/0", served.project_ids[0]
+        )
+
+        assert 1 == code
+        assert "--state the Redis state:" in output
+        assert "hunter2" not in output
