@@ -13,10 +13,13 @@ import logging
 import os
 import random
 import warnings
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ief_jobs import BatchJob, JobCountChanged, JobPage
 from ief_jobs.models import ListQuery, SortOrder
@@ -52,9 +55,11 @@ class ChurnServer:
         seed: int = 0,
         cap: int | None = None,
         tie_every: int = 1,
+        scattered: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.tie_every = tie_every  # this many jobs share each created_at
+        self.scattered = scattered
         self.jobs = [self._make(i) for i in range(total)]  # oldest first
         self.serial = total
         self.creates, self.deletes = creates, deletes
@@ -71,6 +76,8 @@ class ChurnServer:
     def view(self) -> list[BatchJob]:
         """The list as one read sees it; ties come in any order."""
         jobs = self.jobs
+        if self.scattered:  # an order not by created_at: new jobs land anywhere
+            return sorted(jobs, key=lambda j: zlib.crc32(j.job_id.encode()))
         if self.tie_every > 1:
             jobs = sorted(jobs, key=lambda j: (j.created_at, self.rng.random()))
         return jobs[::-1] if self.descending else list(jobs)
@@ -177,6 +184,50 @@ class TestChurn:
         assert 16 == len(server.requests)
 
 
+class TestChurnProperty:
+    @given(
+        total=st.integers(0, 400),
+        size=st.integers(8, 80),
+        window=st.sampled_from([1, 2, 8, 32]),
+        creates=st.integers(0, 3),
+        deletes=st.integers(0, 3),
+        order=st.sampled_from(["desc", "asc", "scattered"]),
+        cap=st.none() | st.integers(8, 100),
+        seed=st.integers(0, 2**16),
+    )
+    @settings(suppress_health_check=[HealthCheck.too_slow])
+    async def test_any_mix_of_churn(
+        self,
+        total: int,
+        size: int,
+        window: int,
+        creates: int,
+        deletes: int,
+        order: str,
+        cap: int | None,
+        seed: int,
+    ) -> None:
+        """Any mix of creations and deletions, newest first, oldest first or an
+        order not by created_at (new jobs land anywhere), pages in flight or
+        not, a capped server: no survivor skipped and none twice."""
+        server = ChurnServer(
+            total,
+            creates=creates,
+            deletes=deletes,
+            descending=order == "desc",
+            scattered=order == "scattered",
+            seed=seed,
+            cap=cap,
+        )
+        before = server.ids()
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JobCountChanged)
+            ids = await _listing(server.fetch, window=window, page_size=size)
+
+        _assert_exact(server, before, ids)
+
+
 class TestOrder:
     @pytest.mark.parametrize("window", [1, 8])
     async def test_server_ignores_the_sort_asked(self, window: int) -> None:
@@ -271,8 +322,13 @@ class TestBounded:
             serial += limit
             return JobPage(project_id="p", offset=offset, job_count=10**6, jobs=jobs)
 
+        pages = walk_pages(
+            chaos, ListQuery(page_size=10), project_id="p", window=window
+        )
+        resume = None
         with pytest.raises(ListingMovedError) as info:
-            await _listing(chaos, window=window, page_size=10)
+            async for page in pages:
+                resume = page.next_offset
 
-        assert (10, "p") == (info.value.offset, info.value.project_id)
+        assert (resume, "p") == (info.value.offset, info.value.project_id)
         assert serial < 10**4

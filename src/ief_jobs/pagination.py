@@ -68,6 +68,7 @@ _LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
 _KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
 _MISSES_MAX: Final = 16  # reads in a row that find no known record: 2**16 back
 _log: Final = logging.getLogger("ief_jobs")
+_job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
 
 class JobCountChanged(UserWarning):
@@ -105,7 +106,17 @@ class _Chain:
     yielded sorts after it, so a page that starts with it holds only new jobs.
     """
 
-    __slots__ = ("_ids", "_kept", "_pages", "keep", "last", "moved", "sure", "tied")
+    __slots__ = (
+        "_ids",
+        "_kept",
+        "_pages",
+        "keep",
+        "last",
+        "moved",
+        "sure",
+        "tied",
+        "tracking",
+    )
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
@@ -116,6 +127,9 @@ class _Chain:
         self._pages: deque[tuple[BatchJob, ...]] = deque()
         self._kept = 0
         self._ids: set[str] | None = None  # built only when a page does not line up
+        # Once a page did not line up, every id yielded from then on is kept:
+        # records may come back from anywhere, and each is checked by its id.
+        self.tracking = False
 
     def remember(self, jobs: tuple[BatchJob, ...]) -> None:
         """Hold *jobs*, just yielded, and forget the oldest beyond *keep*."""
@@ -123,7 +137,10 @@ class _Chain:
         self._kept += len(jobs)
         while self._kept - len(self._pages[0]) >= self.keep:
             self._kept -= len(self._pages.popleft())
-        self._ids = None
+        if self.tracking and self._ids is not None:
+            self._ids.update(map(_job_id, jobs))
+        else:
+            self._ids = None
 
     def link(self, jobs: tuple[BatchJob, ...]) -> range | list[int] | None:
         """
@@ -133,17 +150,18 @@ class _Chain:
         last = self.last
         if (
             self.sure
+            and not self.tracking
             and last is not None
             and jobs
             and jobs[0].job_id == last.job_id
             # a tie at the boundary may have swapped places: look closer
             and (len(jobs) == 1 or jobs[1].created_at != last.created_at)
         ):
-            self.last, self.moved, self.tied = jobs[-1], 0, None
+            self.moved, self.tied = 0, None
+            self.follow(jobs)
             return range(1, len(jobs))
-        if self._ids is None:
-            self._ids = {job.job_id for page in self._pages for job in page}
-        ids = self._ids
+        ids = self.ids()
+        self.tracking = True
         found = [i for i, job in enumerate(jobs) if job.job_id in ids]
         if not found:
             return None
@@ -155,14 +173,16 @@ class _Chain:
             for i, job in enumerate(jobs)
             if job.job_id not in ids and (i > found[0] or job.created_at == tie)
         ]
-        # Sure again only if the last record is here with nothing yielded after
-        # it. If it is gone, what is new here may sort before jobs yielded
-        # already (a server whose order puts new jobs among old ones), so the
-        # next page is checked record by record too.
+        # Sure again only if the last record is here with new records after it
+        # and nothing yielded. If it is gone, what is new here may sort before
+        # jobs yielded already (a server whose order puts new jobs among old
+        # ones), so the next page is checked record by record too.
         self.moved = None
         if last is not None:
             self.moved = next((i for i in found if jobs[i].job_id == last.job_id), None)
-        self.sure = self.moved is not None and self.moved == found[-1]
+        self.sure = self.moved is not None and (
+            self.moved == found[-1] and (self.sure or self.moved < len(jobs) - 1)
+        )
         # jobs sharing the last one's created_at on both sides of the boundary
         # may have swapped places between the reads: some may hide behind it
         self.tied = None
@@ -171,26 +191,42 @@ class _Chain:
             for job in jobs
         ):
             self.tied = last.created_at
-        self.last = jobs[-1]
+        self.follow(jobs)
         return fresh
+
+    def follow(self, jobs: tuple[BatchJob, ...]) -> None:
+        """Make the last of *jobs* the record the next page must start with."""
+        self.last = jobs[-1]
 
     def ties(self, key: datetime) -> int:
         """How many of the jobs yielded lately share *key* as created_at."""
         return sum(job.created_at == key for page in self._pages for job in page)
 
-    def mend(self, jobs: tuple[BatchJob, ...], key: datetime) -> list[int]:
-        """The indexes of *jobs* created at *key* and not yielded yet."""
+    def ids(self) -> set[str]:
+        """The ids of the jobs yielded lately (or since tracking began)."""
         if self._ids is None:
             self._ids = {job.job_id for page in self._pages for job in page}
-        ids = self._ids
+        return self._ids
+
+    def remembers(self, count: int) -> bool:
+        """Whether the last *count* jobs yielded are all still known."""
+        return count <= max(self._kept, len(self.ids()))
+
+    def anew(self, jobs: tuple[BatchJob, ...]) -> list[int]:
+        """The indexes of *jobs* not yielded, from a walk that starts over."""
+        ids = self.ids()
+        self.sure, self.moved, self.tied = False, None, None
+        self.follow(jobs)
+        return [i for i, job in enumerate(jobs) if job.job_id not in ids]
+
+    def mend(self, jobs: tuple[BatchJob, ...], key: datetime) -> list[int]:
+        """The indexes of *jobs* created at *key* and not yielded yet."""
+        ids = self.ids()
         return [
             i
             for i, job in enumerate(jobs)
             if job.created_at == key and job.job_id not in ids
         ]
-
-
-_job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
 
 def _distinct(jobs: tuple[BatchJob, ...]) -> tuple[BatchJob, ...]:
@@ -326,6 +362,12 @@ class _Walk:
         self.ask = min(self.ask, n)
         return False
 
+    def link(self, page: JobPage) -> range | list[int] | None:
+        """The records of *page* to yield, or None: it does not line up."""
+        if self.overlap:
+            return self.chain.link(page.jobs)
+        return _unseen(self.chain, page)
+
     def deliver(self, page: JobPage, picks: range | list[int]) -> JobPage | None:
         """The page of *picks* to yield, at most what is still wanted."""
         room = self.want - self.delivered
@@ -384,39 +426,92 @@ class _Walk:
         self.resume = resume  # what follows, follows the page before
         return attrs.evolve(found, offset=resume - len(found.jobs))
 
-    async def reread(self, position: int, target: int) -> tuple[list[JobPage], int]:
+    async def reread(
+        self, position: int, target: int
+    ) -> tuple[list[JobPage], int, IefError | None]:
         """
         Re-read from the last record yielded (at *position* when last seen) to
-        *target*, or to the end: the pages to yield and where the walk is then
-        (-1: at the end).
-
-        Each read starts early by how far records moved back lately (deletions
-        before them), twice as far after each read that holds no record yielded
-        lately, then goes on from there. The number of requests is bounded: a
-        server whose records never line up ends in `ListingMovedError`.
+        *target*, or to the end: the pages to yield, where the walk is then (-1:
+        at the end) and the error to raise once they are yielded, if any.
         """
         out: list[JobPage] = []
+        try:
+            position = await self._reread(out, position, target)
+        except IefError as exc:
+            return out, -1, exc  # what was read is the caller's before the error
+        return out, position, None
+
+    async def _reread(self, out: list[JobPage], position: int, target: int) -> int:
+        """
+        Read from *position* to *target* into *out*; where the walk is then.
+
+        Each read starts early by how far records moved back lately (deletions
+        before them), further back or on after each read that holds no record
+        yielded before. The number of requests is bounded: a server whose
+        records never line up ends in `ListingMovedError`.
+        """
         chain, linked, misses = self.chain, False, 0
-        shift, step = -self.lag, 1  # where to read, from where it last was
+        anew = restarted = False  # lost, starting over from the first offset
+        emptied = False  # the last read came back empty
+        trust = True  # created_at tells which way to look
+        shift = -self.lag  # where to read, from where the last record was
+        below: int | None = None  # a read position before the last record
+        above: int | None = None  # a read position past it
         reads = 32 + 8 * math.ceil(max(target - position, 1) / max(self.stride, 1))
-        for _ in range(reads):
+        while reads > 0:
+            reads -= 1
             expect = position - self.overlap  # where the last record was
             at = max(self.first, expect + shift)
             asked = self.ask
             page = await self.settle(self.fetch_page(at, asked), asked)
-            picks = chain.link(page.jobs) if page.jobs else None
+            picks: range | list[int] | None = None
+            if not page.jobs:
+                pass
+            elif anew:
+                picks, anew = chain.anew(page.jobs), False
+            else:
+                picks = chain.link(page.jobs)
             if picks is None:
-                if not page.jobs and (linked or at <= self.first):
-                    return out, -1  # the list ends before here
-                misses += 1
-                ahead = _ahead(page.jobs, chain.last)
-                if misses > _MISSES_MAX or (at <= self.first and not ahead):
-                    break
+                if not page.jobs and at <= self.first:
+                    return -1  # nothing is left of the list
+                # an empty page right after one that lined up: the list ends
+                # before here, unless deletions moved its last jobs back: look
+                emptied = not page.jobs and (linked or emptied)
+                misses, linked = misses + 1, False
                 # look further on when the page sorts before the last record
-                # (jobs created before it), further back otherwise
-                shift = max(shift, 0) + step if ahead else min(shift, 0) - step
-                step, linked = 2 * step, False
+                # (jobs created before it), further back otherwise; once both
+                # ends are known, halfway between them
+                side = _side(page.jobs, chain.last) if trust else 0
+                if side > 0:
+                    below = at + len(page.jobs) - 1
+                elif side < 0 or not page.jobs:
+                    above = at
+                if below is not None and above is not None and above <= below + 1:
+                    # the hints contradict each other (an order not by
+                    # created_at): look both ways in turn from now on
+                    trust, below, above = False, None, None
+                if misses > _MISSES_MAX or above == self.first:
+                    if restarted or not chain.remembers(self.delivered):
+                        break
+                    # every job yielded is still known: start over, skip those
+                    anew = restarted = True
+                    misses, shift, below, above = 0, self.first - expect, None, None
+                    reads += 8 + math.ceil(target / max(self.stride, 1))
+                    continue
+                step = 1 << misses
+                if below is not None and above is not None:
+                    at = max(below, (below + above - asked) // 2)
+                elif below is not None:
+                    at = below + step
+                elif above is not None:
+                    at = above - step
+                else:  # an order not by created_at: look both ways in turn
+                    at = expect + (step if misses % 2 == 0 else -step)
+                shift = at - expect
                 continue
+            if emptied and not picks:
+                return -1  # back from an empty page, and nothing new
+            below, above, emptied = None, None, False
             # how far the last record moved back: start the next read that much
             # earlier, and twice that, leaving room for new records
             moved = -shift if chain.moved is None else expect - at - chain.moved
@@ -434,9 +529,9 @@ class _Walk:
                     out.append(mended)
             position = page.next_offset
             if self.delivered >= self.want or self.ends(page, asked):
-                return out, -1
+                return -1
             if position >= target:
-                return out, position
+                return position
         raise ListingMovedError(
             reason="records moved too far while listing to find the last one yielded",
             project_id=self.project_id,
@@ -485,7 +580,7 @@ async def walk_pages(
     if not jobs or walk.delivered >= walk.want or walk.ends(page, first_limit):
         return
     walk.chain.remember(jobs)
-    walk.chain.last = jobs[-1]
+    walk.chain.follow(jobs)
     chain = walk.chain
 
     # (start, new records, records asked for, the request), in order
@@ -522,53 +617,61 @@ async def walk_pages(
                     new = int(min(new, horizon - scheduled))
                 pending.append(send(scheduled, new))
                 scheduled += new
-            if not pending:
-                break
-            start, new, asked, request = pending.popleft()
-            page = await walk.settle(request, asked)
-            picks = chain.link(page.jobs) if walk.overlap else _unseen(chain, page)
-            if picks is None:
+            if pending:
+                start, new, asked, request = pending.popleft()
+                page = await walk.settle(request, asked)
+                picks = walk.link(page)
+                if picks is not None:
+                    split, key = walk.split(page), chain.tied
+                    done = walk.deliver(page, picks)
+                    position = page.next_offset
+                    if done is not None:
+                        yield done
+                    if split is not None and key is not None:
+                        done = await walk.mend(split, key)
+                        if done is not None:
+                            yield done
+                    if walk.ends(page, asked):
+                        break
+                    if position < start + new:
+                        # a short page: fetch the rest of its range first
+                        pending.appendleft(send(position, start + new - position))
+                    continue
                 if start + new <= position:
                     continue  # a re-read went past this page already
                 # records moved past this boundary: read it again from the
                 # last record yielded, up to where this page should have ended
-                reread, position = await walk.reread(position, start + new)
-                for out in reread:
-                    yield out
-                if position < 0:
-                    break
-                continue
-            split, key = walk.split(page), chain.tied
-            done = walk.deliver(page, picks)
-            position = page.next_offset
-            if done is not None:
-                yield done
-            if split is not None and key is not None:
-                done = await walk.mend(split, key)
-                if done is not None:
-                    yield done
-            if walk.ends(page, asked):
+                target = start + new
+            else:
+                # job_count says the end is behind, but no page showed it (the
+                # pages saw the list at other moments): read on to it
+                target = position + 1
+            reread, position, error = await walk.reread(position, target)
+            for out in reread:
+                yield out
+            if error is not None:
+                raise error
+            if position < 0:
                 break
-            if position < start + new:
-                # a short page: fetch the rest of its range before the next one
-                pending.appendleft(send(position, start + new - position))
     finally:
         await _cancel_all(request for *_, request in pending)
 
 
-def _ahead(jobs: tuple[BatchJob, ...], last: BatchJob | None) -> bool:
+def _side(jobs: tuple[BatchJob, ...], last: BatchJob | None) -> int:
     """
-    Whether all of *jobs* sort before *last*, by their own order of created_at:
-    a hint of where to look for it, never trusted to tell a record's identity.
+    Whether all of *jobs* sort before *last* (1) or after it (-1), by their own
+    order of created_at; 0 when that order does not tell. A hint of where to
+    look for *last*, never trusted to tell a record's identity.
     """
     if not jobs or last is None:
-        return False
-    head, tail, key = jobs[0].created_at, jobs[-1].created_at, last.created_at
-    if head > tail:
-        return tail > key
-    if head < tail:
-        return tail < key
-    return False
+        return 0
+    times = [job.created_at for job in jobs]
+    head, tail, key = times[0], times[-1], last.created_at
+    if head < tail and times == sorted(times):  # oldest first
+        return 1 if tail < key else -1 if head > key else 0
+    if head > tail and times == sorted(times, reverse=True):  # newest first
+        return 1 if tail > key else -1 if head < key else 0
+    return 0
 
 
 def _unseen(chain: _Chain, page: JobPage) -> list[int]:
@@ -577,7 +680,7 @@ def _unseen(chain: _Chain, page: JobPage) -> list[int]:
         return []
     picks = chain.link(page.jobs)
     if picks is None:
-        chain.last = page.jobs[-1]
+        chain.follow(page.jobs)
         return list(range(len(page.jobs)))
     return list(picks)
 
