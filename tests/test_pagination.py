@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ief_jobs import BatchJob, JobPage, JobStatus, JobType, Progress
+from ief_jobs import BatchJob, JobPage, JobStatus, JobType, Progress, ServerError
 from ief_jobs.models import ListQuery
 from ief_jobs.pagination import FetchPage, walk_pages
 
@@ -146,7 +146,7 @@ class TestWalk:
         if max_items is not None:  # fetches no record it will not yield...
             fetched = sum(min(limit, cap) for _, limit in server.requests)
             # ...but the one each later page starts with, to check the boundary
-            assert fetched <= max_items + len(server.requests) - 1
+            assert fetched <= max_items + max(len(server.requests) - 1, 0)
 
     async def test_resume_from_next_offset(self) -> None:
         """A listing resumed at page.next_offset continues exactly."""
@@ -197,6 +197,24 @@ class TestWalk:
         pages = [p async for p in _walk_pages(generous, page_size=10, max_items=25)]
 
         assert server.jobs[:25] == [j for p in pages for j in p.jobs]
+
+    @pytest.mark.parametrize("window", [1, 4])
+    async def test_an_error_names_where_to_resume(self, window: int) -> None:
+        """A later page is asked from one record before its start; an error on it
+        still names the offset to resume from, the last page's next_offset."""
+        server = FakeServer(100)
+
+        async def failing(offset: int, limit: int) -> JobPage:
+            if offset + limit > 20:
+                raise ServerError(status=503, project_id="p", offset=offset)
+            return await server.fetch(offset, limit)
+
+        pages: list[JobPage] = []
+        with pytest.raises(ServerError) as info:
+            async for page in _walk_pages(failing, page_size=10, window=window):
+                pages.append(page)  # noqa: PERF401 (kept when it raises)
+
+        assert 20 == pages[-1].next_offset == info.value.offset
 
     async def test_break_cancels_pages_in_flight(self) -> None:
         """Closing the walk early cancels the prefetched pages at once."""

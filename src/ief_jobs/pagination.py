@@ -237,13 +237,6 @@ def _distinct(jobs: tuple[BatchJob, ...]) -> tuple[BatchJob, ...]:
     return tuple(first.values())
 
 
-def _trim(page: JobPage, limit: int) -> JobPage:
-    # a server that sends more than asked for gets no more room than it was given
-    if len(page.jobs) > limit:
-        return attrs.evolve(page, jobs=page.jobs[:limit])
-    return page
-
-
 class _Walk:
     """One listing's state, shared by its main loop and its re-reads."""
 
@@ -302,10 +295,15 @@ class _Walk:
         except IefError as exc:
             exc.offset = self.resume  # not where the request began: one earlier
             raise
-        page = _trim(page, limit)
-        if len(set(map(_job_id, page.jobs))) < len(page.jobs):
-            page = attrs.evolve(page, jobs=_distinct(page.jobs))
-        self.widest = max(self.widest, len(page.jobs))
+        jobs = page.jobs
+        if len(jobs) > limit:
+            jobs = jobs[:limit]  # no more room than asked for
+            page = attrs.evolve(page, jobs=jobs)
+        n = len(jobs)
+        if len(set(map(_job_id, jobs))) < n:
+            page = attrs.evolve(page, jobs=_distinct(jobs))
+            n = len(page.jobs)
+        self.widest = max(self.widest, n)
         if page.job_count != self.count and self.count >= 0:
             self.report(
                 JobCountChanged,
@@ -317,7 +315,6 @@ class _Walk:
                 page.offset,
             )
         self.count = page.job_count
-        n = len(page.jobs)
         if n and not self.follow and page.offset + n > page.job_count:
             self.follow = True
             self.report(
@@ -362,17 +359,11 @@ class _Walk:
         self.ask = min(self.ask, n)
         return False
 
-    def link(self, page: JobPage) -> range | list[int] | None:
-        """The records of *page* to yield, or None: it does not line up."""
-        if self.overlap:
-            return self.chain.link(page.jobs)
-        return _unseen(self.chain, page)
-
     def deliver(self, page: JobPage, picks: range | list[int]) -> JobPage | None:
         """The page of *picks* to yield, at most what is still wanted."""
         room = self.want - self.delivered
         if isinstance(picks, range):
-            end = picks.start + int(min(len(picks), room))
+            end = picks.stop if room >= len(picks) else picks.start + int(room)
             jobs = page.jobs[picks.start : end]
         else:
             chosen = picks[: int(min(len(picks), room))]
@@ -620,9 +611,10 @@ async def walk_pages(
             if pending:
                 start, new, asked, request = pending.popleft()
                 page = await walk.settle(request, asked)
-                picks = walk.link(page)
+                picks = chain.link(page.jobs) if walk.overlap else _unseen(chain, page)
                 if picks is not None:
-                    split, key = walk.split(page), chain.tied
+                    key = chain.tied
+                    split = None if key is None else walk.split(page)
                     done = walk.deliver(page, picks)
                     position = page.next_offset
                     if done is not None:
