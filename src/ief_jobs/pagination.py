@@ -8,28 +8,40 @@ The walk:
   if it caps ``limit``), then keeps up to *window* later pages in flight while
   yielding pages strictly in order;
 * asks each later page from one record before its start (a ``limit`` one
-  larger, never an extra request) and checks that its first record is the last
-  one yielded, by ``job_id``. When that holds, every job that existed between
-  the two reads is in one of the two pages: nothing was skipped, and nothing
-  is checked record by record;
+  larger, never an extra request; a ``page_size`` of 1000 or more, IEF's usual
+  largest ``limit``, overlaps within its own records instead) and checks that
+  its first record is the last one yielded, by ``job_id``. When that holds,
+  every job that existed between the two reads is in one of the two pages:
+  nothing was skipped, and no record is looked at one by one;
 * when it does not hold (jobs were created or deleted, or jobs with equal
-  ``created_at`` swapped places), tells what was yielded already by identity,
-  among the last few pages, and yields the rest; a page that shares no record
-  with them means records moved past a boundary, so it re-reads from the last
-  record yielded (backwards until it finds it), a bounded number of requests,
-  then raises `ListingMovedError`. Neither ``job_count`` nor the sort order is
-  trusted for this: a server that ignores the ``sort`` asked for, or whose
-  default order is not by ``created_at``, loses no record;
+  ``created_at`` swapped places), tells what was yielded already by ``job_id``
+  (from then on it keeps every id it yields) and yields the rest; a page that
+  shares no record with what was yielded means records moved past the
+  boundary, so it re-reads from the last record yielded until it finds it
+  again (``created_at`` only hints which way to look), a bounded number of
+  requests, else `ListingMovedError`. Jobs sharing the ``created_at`` a
+  boundary splits are read once more together, since their order may change
+  between reads. Neither ``job_count`` nor the sort order decides what is a
+  duplicate: records are yielded in the order the server sent them, whatever
+  ``sort`` was asked, and none is dropped for where it arrived;
 * advances by what the pages hold, never ``offset + limit``, and fills in any
   short page instead of skipping past it;
-* ends at ``job_count``, or at the first short page once a full page has reached
-  past ``job_count`` (the count is stale: `JobCountStale`);
+* ends at ``job_count`` (the last page asks one record more, to tell a count
+  that is stale), or, once a page holds records past ``job_count``, at the
+  first short page (`JobCountStale`);
 * with *max_items*, shrinks the last request so it fetches no record it will not
   yield (but the one it overlaps); never asks for a page past the end.
 
 So a job that exists for the whole walk is yielded exactly once, whatever jobs
 come and go meanwhile, and a job created or deleted meanwhile at most once.
-Nothing of this costs a request when nothing changes.
+Nothing of this costs a request when nothing changes. What is left: records
+that move further than a page between two reads (a server capping pages at a
+few records under heavy churn) end in `ListingMovedError` rather than a short
+listing; a server that serves one record a page leaves no room to overlap, so
+its boundaries go unchecked (duplicates are still told by ``job_id``); jobs
+sharing a ``created_at`` whose order changes on every read while others are
+created or deleted can still hide one; and a stale count that falls exactly
+on the first page's end is believed.
 
 A changed or stale ``job_count`` is reported once per listing, as a warning
 whose text never varies (so the usual once-per-place filter keeps stderr quiet)
