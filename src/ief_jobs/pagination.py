@@ -468,11 +468,9 @@ class _Walk:
             asked = self.ask
             page = await self.settle(self.fetch_page(at, asked), asked)
             picks: range | list[int] | None = None
-            if not page.jobs:
-                pass
-            elif anew:
+            if page.jobs and anew:
                 picks, anew = chain.anew(page.jobs), False
-            else:
+            elif page.jobs:
                 picks = chain.link(page.jobs)
             if picks is None:
                 if not page.jobs and at <= self.first:
@@ -521,7 +519,7 @@ class _Walk:
             if not linked:
                 self.lag = moved  # a first find: how far it had gone
             shift = -max(min(2 * moved, (asked - self.overlap) // 2), 0)
-            linked, misses, step = True, 0, 1
+            linked, misses = True, 0
             split, key = self.split(page), chain.tied
             delivered = self.deliver(page, picks)
             if delivered is not None:
