@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 
 import aiohttp
 import pytest
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
+from yarl import URL
 
 from _support import ENDPOINT, PROJECT, TOKEN, list_url, page_body, wire_jobs
 from ief_jobs import (
@@ -212,11 +214,15 @@ class TestRateLimit:
     ) -> None:
         """rate_limit=500: 20 requests take at least 19 gaps of 2 ms (a lower
         bound, so a slow machine cannot fail it)."""
-        for offset in range(0, 20, 1):
-            mocked.get(
-                list_url(limit=1, offset=offset),
-                body=page_body(20, wire_jobs(20)[offset : offset + 1]),
-            )
+        records = wire_jobs(20)
+
+        def page(url: URL, **_: object) -> CallbackResult:
+            offset, limit = int(url.query["offset"]), int(url.query["limit"])
+            return CallbackResult(body=page_body(20, records[offset : offset + limit]))
+
+        # later pages ask from one record early: answer whatever is asked
+        pattern = re.compile(re.escape(str(list_url())) + r"\?.*")
+        mocked.get(pattern, callback=page, repeat=True)
 
         async with _listing(_policy(clock), rate_limit=500, concurrency=8) as ief:
             started = time.monotonic()

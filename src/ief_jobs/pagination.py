@@ -7,104 +7,537 @@ The walk:
 * asks for the first page, learns ``job_count`` (and the server's real page size,
   if it caps ``limit``), then keeps up to *window* later pages in flight while
   yielding pages strictly in order;
-* advances by ``offset + len(jobs)``, never ``offset + limit``, and fills in any
+* asks each later page from one record before its start (a ``limit`` one
+  larger, never an extra request; a ``page_size`` of 1000 or more, IEF's usual
+  largest ``limit``, overlaps within its own records instead) and checks that
+  its first record is the last one yielded, by ``job_id``. When that holds,
+  every job that existed between the two reads is in one of the two pages:
+  nothing was skipped, and no record is looked at one by one;
+* when it does not hold (jobs were created or deleted, or jobs with equal
+  ``created_at`` swapped places), tells what was yielded already by ``job_id``
+  (from then on it keeps every id it yields) and yields the rest; a page that
+  shares no record with what was yielded means records moved past the
+  boundary, so it re-reads from the last record yielded until it finds it
+  again (``created_at`` only hints which way to look), a bounded number of
+  requests, else `ListingMovedError`. Jobs sharing the ``created_at`` a
+  boundary splits are read once more together, since their order may change
+  between reads. Neither ``job_count`` nor the sort order decides what is a
+  duplicate: records are yielded in the order the server sent them, whatever
+  ``sort`` was asked, and none is dropped for where it arrived;
+* advances by what the pages hold, never ``offset + limit``, and fills in any
   short page instead of skipping past it;
+* ends at ``job_count`` (the last page asks one record more, to tell a count
+  that is stale), or, once a page holds records past ``job_count``, at the
+  first short page (`JobCountStale`);
 * with *max_items*, shrinks the last request so it fetches no record it will not
-  yield; never asks for a page past the end;
-* stops, rather than loops, when a page comes back empty early (jobs deleted);
-* never yields a job twice, even when jobs created meanwhile shift records into
-  pages already read: it remembers the sort key it has reached and the ids at
-  that key, not every id;
-* once ``job_count`` has changed (jobs come and go), checks every later page
-  boundary, and an early end, by re-reading from before it, backwards until it
-  meets a job already yielded: deletions may have shifted records into pages
-  already read, and with pages in flight at once each page saw the list at a
-  different moment. The re-read's own pages overlap by one record so they
-  cannot skip either. A job that existed for the whole walk is not skipped.
-  (Only churn the count cannot show escapes this: as many jobs created as
-  deleted between every two reads, with ``created_at:asc``, can hide a job.)
-* reports a changed ``job_count`` as `JobCountChanged`, a warning, so a caller
-  can learn it (``warnings.catch_warnings``) or turn it into an error.
+  yield (but the one it overlaps); never asks for a page past the end.
+
+So a job that exists for the whole walk is yielded exactly once, whatever jobs
+come and go meanwhile, and a job created or deleted meanwhile at most once.
+Nothing of this costs a request when nothing changes. What is left: records
+that move further than a page between two reads (a server capping pages at a
+few records under heavy churn) end in `ListingMovedError` rather than a short
+listing; a server that serves one record a page leaves no room to overlap, so
+its boundaries go unchecked (duplicates are still told by ``job_id``); jobs
+sharing a ``created_at`` whose order changes on every read while others are
+created or deleted can still hide one; and a stale count that falls exactly
+on the first page's end is believed.
+
+A changed or stale ``job_count`` is reported once per listing, as a warning
+whose text never varies (so the usual once-per-place filter keeps stderr quiet)
+and, with the project, offset and counts, on the ``ief_jobs`` logger at INFO.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import operator
 import warnings
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import Final
 
 import attrs
 
-from .models import BatchJob, JobPage, ListQuery, Progress, SortOrder
+from .errors import IefError
+from .models import BatchJob, JobPage, ListQuery, Progress
 
-__all__ = ["FetchPage", "JobCountChanged", "walk_pages"]
+__all__ = [
+    "FetchPage",
+    "JobCountChanged",
+    "JobCountStale",
+    "ListingMovedError",
+    "walk_pages",
+]
 
 FetchPage = Callable[[int, int], Awaitable[JobPage]]
 """``fetch_page(offset, limit) -> JobPage``: one request of the listing."""
+
+_LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
+_KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
+_MISSES_MAX: Final = 16  # reads in a row that find no known record: 2**16 back
+_log: Final = logging.getLogger("ief_jobs")
+_job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
 
 class JobCountChanged(UserWarning):
     """``job_count`` changed during a walk: jobs were created or deleted meanwhile."""
 
 
-class _Seen:
+class JobCountStale(JobCountChanged):
     """
-    What a walk must remember to never yield a job twice.
+    A page held records past the ``job_count`` it reported: the count is stale.
 
-    Records come sorted by ``created_at``; a record at or before the key reached
-    so far was yielded already, unless it ties the key and its id is new.
+    The walk then follows the records to the first short page instead.
     """
 
-    __slots__ = ("descending", "ids_at_key", "key")
 
-    def __init__(self, descending: bool | None) -> None:
-        self.descending = descending  # None: not known yet (no sort was asked for)
-        self.key: datetime | None = None
-        self.ids_at_key: set[str] = set()
+@attrs.define(kw_only=True, eq=False)
+class ListingMovedError(IefError):
+    """
+    Records moved so much while listing that the walk lost its place.
 
-    def is_seen(self, job: BatchJob) -> bool:
-        """Whether *job* is at or behind the key reached (yielded already)."""
-        if self.key is None or self.descending is None:
-            return False
-        if job.created_at == self.key:
-            return job.job_id in self.ids_at_key
-        return (job.created_at < self.key) != self.descending
+    None of the records it yielded last could be found again within a bounded
+    number of re-reads. Resume from *offset*, or list again.
+    """
 
-    def not_after(self, job: BatchJob, other: BatchJob) -> bool:
-        """Whether *job* sorts before *other*, or ties with it."""
-        if self.descending is None:
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}{self._where()}"
+
+
+class _Chain:
+    """
+    The records a walk yielded last, to tell the next page's new ones from them.
+
+    *last* is the record the next page must start with. While *sure*, no job
+    yielded sorts after it, so a page that starts with it holds only new jobs.
+    """
+
+    __slots__ = (
+        "_ids",
+        "_kept",
+        "_pages",
+        "keep",
+        "last",
+        "moved",
+        "sure",
+        "tied",
+        "tracking",
+    )
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.last: BatchJob | None = None
+        self.sure = True
+        self.moved: int | None = None  # where the last page held *last*, if it did
+        self.tied: datetime | None = None  # a created_at the last boundary split
+        self._pages: deque[tuple[BatchJob, ...]] = deque()
+        self._kept = 0
+        self._ids: set[str] | None = None  # built only when a page does not line up
+        # Once a page did not line up, every id yielded from then on is kept:
+        # records may come back from anywhere, and each is checked by its id.
+        self.tracking = False
+
+    def remember(self, jobs: tuple[BatchJob, ...]) -> None:
+        """Hold *jobs*, just yielded, and forget the oldest beyond *keep*."""
+        self._pages.append(jobs)
+        self._kept += len(jobs)
+        while self._kept - len(self._pages[0]) >= self.keep:
+            self._kept -= len(self._pages.popleft())
+        if self.tracking and self._ids is not None:
+            self._ids.update(map(_job_id, jobs))
+        else:
+            self._ids = None
+
+    def link(self, jobs: tuple[BatchJob, ...]) -> range | list[int] | None:
+        """
+        The indexes of *jobs* not yielded yet, or None if *jobs* shares no record
+        with what was yielded last (records moved past the boundary).
+        """
+        last = self.last
+        if (
+            self.sure
+            and not self.tracking
+            and last is not None
+            and jobs
+            and jobs[0].job_id == last.job_id
+            # a tie at the boundary may have swapped places: look closer
+            and (len(jobs) == 1 or jobs[1].created_at != last.created_at)
+        ):
+            self.moved, self.tied = 0, None
+            self.follow(jobs)
+            return range(1, len(jobs))
+        ids = self.ids()
+        self.tracking = True
+        found = [i for i, job in enumerate(jobs) if job.job_id in ids]
+        if not found:
+            return None
+        # before the first known record only its ties can be new and not
+        # created meanwhile: jobs with equal created_at may swap places
+        tie = jobs[found[0]].created_at
+        fresh = [
+            i
+            for i, job in enumerate(jobs)
+            if job.job_id not in ids and (i > found[0] or job.created_at == tie)
+        ]
+        # Sure again only if the last record is here with new records after it
+        # and nothing yielded. If it is gone, what is new here may sort before
+        # jobs yielded already (a server whose order puts new jobs among old
+        # ones), so the next page is checked record by record too.
+        self.moved = None
+        if last is not None:
+            self.moved = next((i for i in found if jobs[i].job_id == last.job_id), None)
+        self.sure = self.moved is not None and (
+            self.moved == found[-1] and (self.sure or self.moved < len(jobs) - 1)
+        )
+        # jobs sharing the last one's created_at on both sides of the boundary
+        # may have swapped places between the reads: some may hide behind it
+        self.tied = None
+        if last is not None and any(
+            job.created_at == last.created_at and job.job_id != last.job_id
+            for job in jobs
+        ):
+            self.tied = last.created_at
+        self.follow(jobs)
+        return fresh
+
+    def follow(self, jobs: tuple[BatchJob, ...]) -> None:
+        """Make the last of *jobs* the record the next page must start with."""
+        self.last = jobs[-1]
+
+    def ties(self, key: datetime) -> int:
+        """How many of the jobs yielded lately share *key* as created_at."""
+        return sum(job.created_at == key for page in self._pages for job in page)
+
+    def ids(self) -> set[str]:
+        """The ids of the jobs yielded lately (or since tracking began)."""
+        if self._ids is None:
+            self._ids = {job.job_id for page in self._pages for job in page}
+        return self._ids
+
+    def remembers(self, count: int) -> bool:
+        """Whether the last *count* jobs yielded are all still known."""
+        return count <= max(self._kept, len(self.ids()))
+
+    def anew(self, jobs: tuple[BatchJob, ...]) -> list[int]:
+        """The indexes of *jobs* not yielded, from a walk that starts over."""
+        ids = self.ids()
+        self.sure, self.moved, self.tied = False, None, None
+        self.follow(jobs)
+        return [i for i, job in enumerate(jobs) if job.job_id not in ids]
+
+    def mend(self, jobs: tuple[BatchJob, ...], key: datetime) -> list[int]:
+        """The indexes of *jobs* created at *key* and not yielded yet."""
+        ids = self.ids()
+        return [
+            i
+            for i, job in enumerate(jobs)
+            if job.created_at == key and job.job_id not in ids
+        ]
+
+
+def _distinct(jobs: tuple[BatchJob, ...]) -> tuple[BatchJob, ...]:
+    """*jobs* without the ones a page repeats (a server that sends one twice)."""
+    first: dict[str, BatchJob] = {}
+    for job in jobs:
+        first.setdefault(job.job_id, job)
+    return tuple(first.values())
+
+
+class _Walk:
+    """One listing's state, shared by its main loop and its re-reads."""
+
+    __slots__ = (
+        "ask",
+        "chain",
+        "count",
+        "delivered",
+        "fetch_page",
+        "first",
+        "follow",
+        "lag",
+        "on_progress",
+        "overlap",
+        "project_id",
+        "reported",
+        "resume",
+        "want",
+        "widest",
+    )
+
+    def __init__(
+        self,
+        fetch_page: FetchPage,
+        query: ListQuery,
+        project_id: str,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.fetch_page = fetch_page
+        self.project_id = project_id
+        self.on_progress = on_progress
+        self.first = query.offset
+        self.want = math.inf if query.max_items is None else query.max_items
+        self.delivered = 0
+        self.resume = query.offset  # where the pages yielded so far end
+        self.count = -1  # job_count as the latest page told it
+        self.follow = False  # job_count is stale: the records tell the end
+        self.reported: set[type[Warning]] = set()  # once per listing
+        # later pages start one record early; IEF refuses a limit over 1000,
+        # so a page_size of 1000 or more takes its overlap from its own records
+        size = query.page_size
+        self.ask = size + 1 if size < _LIMIT_MAX else size
+        self.overlap = 1
+        self.widest = 0  # the most records one page held
+        self.lag = 0  # how far records had moved back when a re-read found them
+        self.chain = _Chain(_KEPT_PAGES * self.ask)
+
+    @property
+    def stride(self) -> int:
+        """New records a full later page brings."""
+        return self.ask - self.overlap
+
+    async def settle(self, answer: Awaitable[JobPage], limit: int) -> JobPage:
+        try:
+            page = await answer
+        except IefError as exc:
+            exc.offset = self.resume  # not where the request began: one earlier
+            raise
+        jobs = page.jobs
+        if len(jobs) > limit:
+            jobs = jobs[:limit]  # no more room than asked for
+            page = attrs.evolve(page, jobs=jobs)
+        n = len(jobs)
+        if len(set(map(_job_id, jobs))) < n:
+            page = attrs.evolve(page, jobs=_distinct(jobs))
+            n = len(page.jobs)
+        self.widest = max(self.widest, n)
+        if page.job_count != self.count and self.count >= 0:
+            self.report(
+                JobCountChanged,
+                "job_count changed while listing: jobs were created or deleted "
+                "meanwhile",
+                "job_count of project %s changed from %d to %d at offset %d",
+                self.count,
+                page.job_count,
+                page.offset,
+            )
+        self.count = page.job_count
+        if n and not self.follow and page.offset + n > page.job_count:
+            self.follow = True
+            self.report(
+                JobCountStale,
+                "job_count is lower than the records: following the records "
+                "to the first short page",
+                "job_count of project %s is %d but a page at offset %d holds "
+                "%d records",
+                page.job_count,
+                page.offset,
+                n,
+            )
+        return page
+
+    def report(
+        self, category: type[Warning], text: str, detail: str, *args: int
+    ) -> None:
+        """Warn once per listing with a fixed *text*; log the *detail*."""
+        if category in self.reported:
+            return
+        self.reported.add(category)
+        warnings.warn(text, category, stacklevel=4)
+        _log.info(detail, self.project_id, *args)
+
+    def ends(self, page: JobPage, asked: int) -> bool:
+        """
+        Whether *page*, asked for *asked* records, is the last one.
+
+        A short page that ``job_count`` says is not the last was capped by the
+        server: later requests ask for what it gave.
+        """
+        n = len(page.jobs)
+        if n >= asked:
+            return not self.follow and page.offset + n >= page.job_count
+        if self.follow or page.offset + n >= page.job_count or n == 0:
             return True
-        if self.descending:
-            return job.created_at >= other.created_at
-        return job.created_at <= other.created_at
+        if n <= self.overlap:
+            if self.widest > 1:
+                return True  # nothing new where the count says more: stale
+            # one record a page leaves no room to overlap: read one at a time
+            self.overlap = 0
+        self.ask = min(self.ask, n)
+        return False
 
-    def fresh(self, jobs: Iterable[BatchJob]) -> list[BatchJob]:
-        out: list[BatchJob] = []
-        for job in jobs:
-            if self.key is not None:
-                if job.created_at == self.key:
-                    if job.job_id in self.ids_at_key:
-                        continue
-                else:
-                    if self.descending is None:
-                        self.descending = job.created_at < self.key
-                    if (job.created_at < self.key) != self.descending:
-                        continue  # behind the key: seen already, or out of order
-                    self.ids_at_key.clear()
-            self.key = job.created_at
-            self.ids_at_key.add(job.job_id)
-            out.append(job)
-        return out
+    def deliver(self, page: JobPage, picks: range | list[int]) -> JobPage | None:
+        """The page of *picks* to yield, at most what is still wanted."""
+        room = self.want - self.delivered
+        if isinstance(picks, range):
+            end = picks.stop if room >= len(picks) else picks.start + int(room)
+            jobs = page.jobs[picks.start : end]
+        else:
+            chosen = picks[: int(min(len(picks), room))]
+            jobs = tuple(page.jobs[i] for i in chosen)
+            end = chosen[-1] + 1 if chosen else 0
+        if not jobs:
+            return None
+        self.delivered += len(jobs)
+        # the page's records before *end* were yielded before or are not ours:
+        # next_offset stays the exact position to resume from
+        self.resume = page.offset + end
+        self.chain.remember(jobs)
+        self.progress(page)
+        return JobPage(
+            project_id=page.project_id,
+            offset=self.resume - len(jobs),
+            job_count=page.job_count,
+            jobs=jobs,
+            request_id=page.request_id,
+        )
 
+    def progress(self, page: JobPage) -> None:
+        if self.on_progress is not None:
+            total = max(page.job_count - self.first, self.delivered)
+            target = int(min(total, self.want))
+            self.on_progress(
+                Progress(self.project_id, page.job_count, self.delivered, target)
+            )
 
-def _trim(page: JobPage, limit: int) -> JobPage:
-    # a server that sends more than asked for gets no more room than it was given
-    if len(page.jobs) > limit:
-        return attrs.evolve(page, jobs=page.jobs[:limit])
-    return page
+    def split(self, page: JobPage) -> int | None:
+        """
+        Where to read again the jobs sharing the created_at that the boundary
+        before *page* split, if it split one: their order may change between
+        reads, so only one read holding them all shows every one.
+        """
+        chain = self.chain
+        if chain.tied is None:
+            return None
+        # where the jobs yielded at that created_at began, when last read
+        return max(self.first, page.offset - chain.ties(chain.tied))
+
+    async def mend(self, at: int, key: datetime) -> JobPage | None:
+        """Read from *at* the jobs created at *key* that no read showed yet."""
+        chain, resume = self.chain, self.resume
+        last, sure = chain.last, chain.sure
+        page = await self.settle(self.fetch_page(at, self.ask), self.ask)
+        found = self.deliver(page, chain.mend(page.jobs, key))
+        chain.last, chain.sure, chain.tied = last, sure, None
+        if found is None:
+            return None
+        self.resume = resume  # what follows, follows the page before
+        return attrs.evolve(found, offset=resume - len(found.jobs))
+
+    async def reread(
+        self, position: int, target: int
+    ) -> tuple[list[JobPage], int, IefError | None]:
+        """
+        Re-read from the last record yielded (at *position* when last seen) to
+        *target*, or to the end: the pages to yield, where the walk is then (-1:
+        at the end) and the error to raise once they are yielded, if any.
+        """
+        out: list[JobPage] = []
+        try:
+            position = await self._reread(out, position, target)
+        except IefError as exc:
+            return out, -1, exc  # what was read is the caller's before the error
+        return out, position, None
+
+    async def _reread(self, out: list[JobPage], position: int, target: int) -> int:
+        """
+        Read from *position* to *target* into *out*; where the walk is then.
+
+        Each read starts early by how far records moved back lately (deletions
+        before them), further back or on after each read that holds no record
+        yielded before. The number of requests is bounded: a server whose
+        records never line up ends in `ListingMovedError`.
+        """
+        chain, linked, misses = self.chain, False, 0
+        anew = restarted = False  # lost, starting over from the first offset
+        emptied = False  # the last read came back empty
+        trust = True  # created_at tells which way to look
+        shift = -self.lag  # where to read, from where the last record was
+        below: int | None = None  # a read position before the last record
+        above: int | None = None  # a read position past it
+        reads = 32 + 8 * math.ceil(max(target - position, 1) / max(self.stride, 1))
+        while reads > 0:
+            reads -= 1
+            expect = position - self.overlap  # where the last record was
+            at = max(self.first, expect + shift)
+            asked = self.ask
+            page = await self.settle(self.fetch_page(at, asked), asked)
+            picks: range | list[int] | None = None
+            if page.jobs and anew:
+                picks, anew = chain.anew(page.jobs), False
+            elif page.jobs:
+                picks = chain.link(page.jobs)
+            if picks is None:
+                if not page.jobs and at <= self.first:
+                    return -1  # nothing is left of the list
+                # an empty page right after one that lined up: the list ends
+                # before here, unless deletions moved its last jobs back: look
+                emptied = not page.jobs and (linked or emptied)
+                misses, linked = misses + 1, False
+                # look further on when the page sorts before the last record
+                # (jobs created before it), further back otherwise; once both
+                # ends are known, halfway between them
+                side = _side(page.jobs, chain.last) if trust else 0
+                if side > 0:
+                    below = at + len(page.jobs) - 1
+                elif side < 0 or not page.jobs:
+                    above = at
+                if below is not None and above is not None and above <= below + 1:
+                    # the hints contradict each other (an order not by
+                    # created_at): look both ways in turn from now on
+                    trust, below, above = False, None, None
+                if misses > _MISSES_MAX or above == self.first:
+                    if restarted or not chain.remembers(self.delivered):
+                        break
+                    # every job yielded is still known: start over, skip those
+                    anew = restarted = True
+                    misses, shift, below, above = 0, self.first - expect, None, None
+                    reads += 8 + math.ceil(target / max(self.stride, 1))
+                    continue
+                step = 1 << misses
+                if below is not None and above is not None:
+                    at = max(below, (below + above - asked) // 2)
+                elif below is not None:
+                    at = below + step
+                elif above is not None:
+                    at = above - step
+                else:  # an order not by created_at: look both ways in turn
+                    at = expect + (step if misses % 2 == 0 else -step)
+                shift = at - expect
+                continue
+            if emptied and not picks:
+                return -1  # back from an empty page, and nothing new
+            below, above, emptied = None, None, False
+            # how far the last record moved back: start the next read that much
+            # earlier, and twice that, leaving room for new records
+            moved = -shift if chain.moved is None else expect - at - chain.moved
+            if not linked:
+                self.lag = moved  # a first find: how far it had gone
+            shift = -max(min(2 * moved, (asked - self.overlap) // 2), 0)
+            linked, misses = True, 0
+            split, key = self.split(page), chain.tied
+            delivered = self.deliver(page, picks)
+            if delivered is not None:
+                out.append(delivered)
+            if split is not None and key is not None:
+                mended = await self.mend(split, key)
+                if mended is not None:
+                    out.append(mended)
+            position = page.next_offset
+            if self.delivered >= self.want or self.ends(page, asked):
+                return -1
+            if position >= target:
+                return position
+        raise ListingMovedError(
+            reason="records moved too far while listing to find the last one yielded",
+            project_id=self.project_id,
+            offset=self.resume,
+        )
 
 
 async def walk_pages(
@@ -122,160 +555,136 @@ async def walk_pages(
     (``page_size``), how much to yield at most (``max_items``) and the order
     asked for (``sort``); *fetch_page* sends the rest of it. Each yielded page
     holds only records not yielded before, and its ``next_offset`` is where to
-    resume.
+    resume. A job that exists for the whole walk is yielded exactly once, jobs
+    created or deleted meanwhile at most once; the records are yielded in the
+    order the server sent them.
 
     Example::
 
         query = ListQuery(page_size=50)
         async for page in walk_pages(fetch, query, project_id="p1", window=8):
             handle(page.jobs)
+
+    Raises:
+        ListingMovedError: Records moved so far that the walk lost its place.
     """
-    offset, page_size, max_items = query.offset, query.page_size, query.max_items
-    sort = query.sort
-    want = math.inf if max_items is None else max_items
-    if want <= 0:
+    walk = _Walk(fetch_page, query, project_id, on_progress)
+    if walk.want <= 0:
         return
-    seen = _Seen(None if sort is None else sort == SortOrder.CREATED_AT_DESC)
-    delivered = 0
-
-    def deliver(page: JobPage, raw_end: int) -> JobPage:
-        nonlocal delivered
-        fresh = seen.fresh(page.jobs)
-        # duplicates are a prefix: resume points stay exact positions
-        start = raw_end - len(fresh)
-        fresh = fresh[: int(min(len(fresh), want - delivered))]
-        delivered += len(fresh)
-        if on_progress is not None:
-            target = int(min(max(page.job_count - offset, 0), want))
-            on_progress(Progress(project_id, page.job_count, delivered, target))
-        return JobPage(
-            project_id=page.project_id,
-            offset=start,
-            job_count=page.job_count,
-            jobs=tuple(fresh),
-            request_id=page.request_id,
-        )
-
-    first_limit = int(min(page_size, want))
-    page = _trim(await fetch_page(offset, first_limit), first_limit)
-    position, count = page.next_offset, page.job_count
-    yield deliver(page, position)
-    if not page.jobs:
+    first_limit = int(min(query.page_size, walk.want))
+    page = await walk.settle(fetch_page(query.offset, first_limit), first_limit)
+    jobs = page.jobs
+    walk.delivered = len(jobs)
+    walk.resume = page.next_offset
+    walk.progress(page)
+    yield page  # the first page, even when empty: it tells job_count
+    if not jobs or walk.delivered >= walk.want or walk.ends(page, first_limit):
         return
-    size = page_size
-    if len(page.jobs) < first_limit and position < min(count, offset + want):
-        size = len(page.jobs)  # the server caps limit: plan with what it gives
+    walk.chain.remember(jobs)
+    walk.chain.follow(jobs)
+    chain = walk.chain
 
-    pending: deque[tuple[int, int, asyncio.Task[JobPage]]] = deque()
-    scheduled = position
-    drifted = False  # job_count has changed: records may move between pages
+    # (start, new records, records asked for, the request), in order
+    pending: deque[tuple[int, int, int, asyncio.Future[JobPage]]] = deque()
+    position = scheduled = page.next_offset
+    bounded = query.max_items is not None
+
+    def send(start: int, new: int) -> tuple[int, int, int, asyncio.Future[JobPage]]:
+        asked = new + walk.overlap
+        if (
+            not bounded
+            and not walk.follow
+            and walk.overlap
+            and start + new == walk.count
+            and asked < _LIMIT_MAX
+        ):
+            # a last page that ends right at job_count asks for one record
+            # more: if it comes, the count was stale (and it is yielded)
+            asked += 1
+        request = asyncio.ensure_future(walk.fetch_page(start - walk.overlap, asked))
+        return start, new, asked, request
+
     try:
-        while delivered < want and position < count:
-            horizon = int(min(count, position + (want - delivered)))
+        while walk.delivered < walk.want:
+            horizon = position + (walk.want - walk.delivered)
+            if not walk.follow:
+                horizon = min(horizon, walk.count)
             scheduled = max(scheduled, position)
             while len(pending) < window and scheduled < horizon:
-                # only max_items shrinks a request: a full last page also takes in
-                # records that creations pushed past the end meanwhile
-                limit = size if max_items is None else min(size, horizon - scheduled)
-                task = asyncio.ensure_future(fetch_page(scheduled, limit))
-                pending.append((scheduled, limit, task))
-                scheduled += limit
-            if not pending:
+                # only max_items shrinks a request: a full last page also takes
+                # in records that creations pushed past the end meanwhile
+                new = walk.stride
+                if bounded:
+                    new = int(min(new, horizon - scheduled))
+                pending.append(send(scheduled, new))
+                scheduled += new
+            if pending:
+                start, new, asked, request = pending.popleft()
+                page = await walk.settle(request, asked)
+                picks = chain.link(page.jobs) if walk.overlap else _unseen(chain, page)
+                if picks is not None:
+                    key = chain.tied
+                    split = None if key is None else walk.split(page)
+                    done = walk.deliver(page, picks)
+                    position = page.next_offset
+                    if done is not None:
+                        yield done
+                    if split is not None and key is not None:
+                        done = await walk.mend(split, key)
+                        if done is not None:
+                            yield done
+                    if walk.ends(page, asked):
+                        break
+                    if position < start + new:
+                        # a short page: fetch the rest of its range first
+                        pending.appendleft(send(position, start + new - position))
+                    continue
+                if start + new <= position:
+                    continue  # a re-read went past this page already
+                # records moved past this boundary: read it again from the
+                # last record yielded, up to where this page should have ended
+                target = start + new
+            else:
+                # job_count says the end is behind, but no page showed it (the
+                # pages saw the list at other moments): read on to it
+                target = position + 1
+            reread, position, error = await walk.reread(position, target)
+            for out in reread:
+                yield out
+            if error is not None:
+                raise error
+            if position < 0:
                 break
-            page_offset, limit, task = pending.popleft()
-            page = _trim(await task, limit)
-            if page.job_count != count:
-                warnings.warn(
-                    f"job_count of project {project_id} changed from {count} to "
-                    f"{page.job_count} at offset {page_offset}",
-                    JobCountChanged,
-                    stacklevel=2,
-                )
-                drifted = True
-            if drifted:
-                # Deletions may have shifted records into what was read already.
-                # Pages in flight at once saw the list at different moments, so
-                # once it has moved every later boundary is checked, and an early
-                # end is read up to the real one.
-                head = page.jobs[0] if page.jobs else None
-                missed = await _reread(
-                    fetch_page,
-                    seen,
-                    first=offset,
-                    stop=page_offset,
-                    back=max(abs(count - page.job_count), 1),
-                    size=size,
-                    until=head,
-                )
-                if head is not None:  # what sorts from head on comes with the page
-                    missed = [j for j in missed if seen.not_after(j, head)]
-                if missed:
-                    yield deliver(
-                        attrs.evolve(page, offset=page_offset, jobs=tuple(missed)),
-                        page_offset,
-                    )
-                    if delivered >= want:
-                        return
-            if not page.jobs:
-                break  # jobs were deleted meanwhile: the end came early
-            count = page.job_count
-            position = page.next_offset
-            if position < page_offset + limit and position < count:
-                # a short page: fetch the rest of its range before the next one
-                gap = min(size, page_offset + limit - position)
-                size = min(size, len(page.jobs))
-                pending.appendleft(
-                    (position, gap, asyncio.ensure_future(fetch_page(position, gap)))
-                )
-            yield deliver(page, position)
     finally:
-        await _cancel_all(task for _, _, task in pending)
+        await _cancel_all(request for *_, request in pending)
 
 
-async def _reread(
-    fetch_page: FetchPage,
-    seen: _Seen,
-    *,
-    first: int,
-    stop: int,
-    back: int,
-    size: int,
-    until: BatchJob | None,
-) -> list[BatchJob]:
+def _side(jobs: tuple[BatchJob, ...], last: BatchJob | None) -> int:
     """
-    Re-read the records between the last one yielded and *until*.
-
-    Starts *back* records before *stop* (what ``job_count`` changed by) and reads
-    on until it meets or passes *until* (the page's first record, which may have
-    moved on since), or to the end of the list when *until* is None. Records
-    keep moving while it reads, so every page it reads must overlap what came
-    before: its first record must be one already yielded or re-read. A page
-    that starts past that (deletions shifted records into the gap) is read
-    again from further back, twice as far each time. The overlap costs one
-    record a page, and only while jobs come and go.
+    Whether all of *jobs* sort before *last* (1) or after it (-1), by their own
+    order of created_at; 0 when that order does not tell. A hint of where to
+    look for *last*, never trusted to tell a record's identity.
     """
-    local = _Seen(seen.descending)  # what the re-read holds, on top of the walk's
-    local.key, local.ids_at_key = seen.key, set(seen.ids_at_key)
-    jobs: list[BatchJob] = []
-    position, step = max(first, stop - back), max(back, 1)
-    # a server whose records never line up must not keep us here for ever
-    budget = 8 + 4 * math.ceil((stop - first + back) / max(size - 1, 1))
-    while budget > 0:
-        budget -= 1
-        page = _trim(await fetch_page(position, size), size)
-        if position > first and (not page.jobs or not local.is_seen(page.jobs[0])):
-            # a gap, or the list shrank past us: what we look for is further back
-            position, step = max(first, position - step), step * 2
-            continue
-        jobs.extend(local.fresh(page.jobs))
-        if len(page.jobs) < size:
-            break  # the end of the list
-        last = page.jobs[-1]
-        if until is not None and (not seen.not_after(last, until) or last == until):
-            break  # reached the page this re-read is for
-        # overlap by one record, so the next page shows whether records moved
-        position = page.next_offset - 1 if len(page.jobs) > 1 else page.next_offset
-    return jobs
+    if not jobs or last is None:
+        return 0
+    times = [job.created_at for job in jobs]
+    head, tail, key = times[0], times[-1], last.created_at
+    if head < tail and times == sorted(times):  # oldest first
+        return 1 if tail < key else -1 if head > key else 0
+    if head > tail and times == sorted(times, reverse=True):  # newest first
+        return 1 if tail > key else -1 if head < key else 0
+    return 0
+
+
+def _unseen(chain: _Chain, page: JobPage) -> list[int]:
+    """Without an overlap to check (one record a page), skip only duplicates."""
+    if not page.jobs:
+        return []
+    picks = chain.link(page.jobs)
+    if picks is None:
+        chain.follow(page.jobs)
+        return list(range(len(page.jobs)))
+    return list(picks)
 
 
 async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage]]) -> None:

@@ -430,14 +430,24 @@ class TestDriftAgainstEmulator:
     )
     @pytest.mark.parametrize(
         ("creates", "deletes", "concurrency"),
-        [(2, 3, 1), (2, 3, 8), (0, 3, 8), (3, 1, 8)],
+        [
+            (2, 3, 1),
+            (2, 3, 8),
+            (0, 3, 8),
+            (3, 1, 8),
+            # as many created as deleted: job_count never moves (issue 13)
+            (1, 1, 1),
+            (3, 3, 8),
+            (5, 5, 32),
+        ],
     )
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_churn_while_listing(
         self, sort: SortOrder, creates: int, deletes: int, concurrency: int
     ) -> None:
         """Jobs created and deleted on every request while listing, pages in flight
-        at once: no job twice, none that lived through the whole listing skipped."""
+        at once, job_count moving or not: no job twice, none that lived through
+        the whole listing skipped."""
         faults = Faults(creates_per_request=creates, deletes_per_request=deletes)
         seed = int(os.environ.get("IEF_JOBS_FAULT_SEED", "3"))
         async with Emulator(

@@ -294,7 +294,7 @@ class TestSlowServers:
 
         async def stuck_at_40(request: web.Request) -> web.Response:
             offset, limit = int(request.query["offset"]), int(request.query["limit"])
-            if offset >= 40:
+            if offset + limit > 40:  # any page holding a record from 40 on
                 await asyncio.sleep(10)
             return _page(records[offset : offset + limit], 100)
 
