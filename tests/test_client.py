@@ -39,7 +39,7 @@ class TestRequests:
     ) -> None:
         """One page sends the documented path, query and headers, and nothing else."""
         url = list_url(
-            job_type="node_upgrade", limit=50, offset=0, sort="created_at:asc"
+            job_type="node_upgrade", limit=51, offset=0, sort="created_at:asc"
         )
         mocked.get(url, body=page_body(0, []), headers={"X-Request-Id": "r-1"})
 
@@ -69,7 +69,7 @@ class TestRequests:
         self, mocked: aioresponses, client: IefClient
     ) -> None:
         """Without job_type and sort, only limit and offset are sent."""
-        mocked.get(list_url(limit=100, offset=0), body=page_body(0, []))
+        mocked.get(list_url(limit=101, offset=0), body=page_body(0, []))
 
         assert [] == await client.list_jobs(PROJECT)
 
@@ -120,7 +120,7 @@ class TestErrors:
     ) -> None:
         """An error answer raises its class with every field filled."""
         mocked.get(
-            list_url(limit=100, offset=0),
+            list_url(limit=101, offset=0),
             status=status,
             payload={"error_code": code, "error_msg": "nope"},
             headers={"X-Request-Id": "req-9"},
@@ -147,7 +147,7 @@ class TestErrors:
         """An HTML 502 from a load balancer is a ServerError, after retries."""
         for _ in range(3):
             mocked.get(
-                list_url(limit=100, offset=0),
+                list_url(limit=101, offset=0),
                 status=502,
                 body="<html>Bad Gateway</html>",
                 content_type="text/html",
@@ -164,7 +164,7 @@ class TestErrors:
     ) -> None:
         """A 429 that outlasts the retries is a ThrottledError with retry_after."""
         mocked.get(
-            list_url(limit=100, offset=0),
+            list_url(limit=101, offset=0),
             status=429,
             payload={"error_code": "APIG.0308", "error_msg": "slow down"},
             headers={"Retry-After": "4"},
@@ -181,7 +181,7 @@ class TestErrors:
     ) -> None:
         """A failed connection is a TransportError naming project and offset."""
         mocked.get(
-            list_url(limit=100, offset=0),
+            list_url(limit=101, offset=0),
             exception=aiohttp.ClientConnectionError("boom"),
             repeat=True,
         )
@@ -200,7 +200,8 @@ class TestErrors:
         self, mocked: aioresponses, client: IefClient
     ) -> None:
         """A bad body on a later page names that page's offset."""
-        mocked.get(list_url(limit=2, offset=0), body=page_body(4, wire_jobs(2)))
+        # the first page peeks one record past its end (a stale count shows)
+        mocked.get(list_url(limit=3, offset=0), body=page_body(4, wire_jobs(2)))
         # a later page asks from one record before its own start, and the
         # last one (ending at job_count) for one more, to tell a stale count
         mocked.get(list_url(limit=4, offset=1), body=b'{"job_count": 4}')
@@ -233,7 +234,7 @@ class TestSecrets:
     ) -> None:
         """Neither the error's text, repr nor traceback shows the token."""
         mocked.get(
-            list_url(limit=100, offset=0),
+            list_url(limit=101, offset=0),
             exception=aiohttp.ClientConnectionError(f"X-Auth-Token: {TOKEN}"),
             repeat=True,
         )
@@ -500,7 +501,7 @@ class TestStreams:
     ) -> None:
         """What the iter_* methods return iterates as before, and closes on exit
         from ``async with``; closing again is harmless."""
-        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+        mocked.get(list_url(limit=101, offset=0), body=page_body(2, wire_jobs(2)))
         stream = _calls(client, PROJECT)[method]()
         assert isinstance(stream, AsyncGenerator)
 
@@ -516,7 +517,7 @@ class TestStreams:
     async def test_aclosing_works_too(
         self, mocked: aioresponses, client: IefClient
     ) -> None:
-        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+        mocked.get(list_url(limit=101, offset=0), body=page_body(2, wire_jobs(2)))
 
         async with contextlib.aclosing(client.iter_jobs(PROJECT)) as jobs:
             first = await anext(jobs)
@@ -529,7 +530,7 @@ class TestStreams:
     async def test_athrow_raises_inside(
         self, mocked: aioresponses, client: IefClient
     ) -> None:
-        mocked.get(list_url(limit=100, offset=0), body=page_body(2, wire_jobs(2)))
+        mocked.get(list_url(limit=101, offset=0), body=page_body(2, wire_jobs(2)))
         jobs = client.iter_jobs(PROJECT)
         await anext(jobs)
 

@@ -14,6 +14,7 @@ from ief_jobs import (
     AuthenticationError,
     DecodeError,
     IefError,
+    ListingMovedError,
     NotFoundError,
     ServerError,
     ThrottledError,
@@ -231,6 +232,7 @@ def _every_error() -> st.SearchStrategy[IefError]:
             problems=st.lists(st.text(max_size=10), max_size=3).map(tuple),
             request_id=text,
         ),
+        st.builds(ListingMovedError, **where, reason=st.text(max_size=20)),
     )
 
 

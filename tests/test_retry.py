@@ -72,7 +72,7 @@ class TestWaits:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """0.5, 1, 2, 4, 4 (capped) seconds, each plus half the jitter span."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=503, repeat=True)
         retry = _policy(clock, attempts=6, wait_max=4.0, wait_jitter=1.0)
 
@@ -87,7 +87,7 @@ class TestWaits:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """A 429's Retry-After replaces the backoff; then the page comes."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=429, headers={"Retry-After": "7"})
         mocked.get(url, status=429, headers={"Retry-After": "3"})
         mocked.get(url, body=page_body(1, wire_jobs(1)))
@@ -102,7 +102,7 @@ class TestWaits:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """Retry-After as an HTTP date waits until then (to the second)."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         later = formatdate(time.time() + 30, usegmt=True)
         mocked.get(url, status=429, headers={"Retry-After": later})
         mocked.get(url, body=page_body(0, []))
@@ -117,7 +117,7 @@ class TestWaits:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """A Retry-After longer than retry_after_max waits retry_after_max."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=429, headers={"Retry-After": "3000"})
         mocked.get(url, body=page_body(0, []))
 
@@ -130,7 +130,7 @@ class TestWaits:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """No attempt starts more than *timeout* seconds after the first one."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=429, headers={"Retry-After": "10"}, repeat=True)
 
         async with _listing(_policy(clock, attempts=100, timeout=35.0)) as ief:
@@ -146,7 +146,7 @@ class TestWhatIsRetried:
     async def test_temporary_statuses_are_retried(
         self, mocked: aioresponses, clock: FakeClock, status: int
     ) -> None:
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=status)
         mocked.get(url, body=page_body(2, wire_jobs(2)))
 
@@ -160,7 +160,7 @@ class TestWhatIsRetried:
     async def test_other_errors_are_not_retried(
         self, mocked: aioresponses, clock: FakeClock, status: int
     ) -> None:
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=status, payload={"error_code": "X", "error_msg": "no"})
 
         async with _listing(_policy(clock)) as ief:
@@ -184,7 +184,7 @@ class TestWhatIsRetried:
     async def test_connection_failures_are_retried(
         self, mocked: aioresponses, clock: FakeClock, failure: Exception
     ) -> None:
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, exception=failure)
         mocked.get(url, body=page_body(1, wire_jobs(1)))
 
@@ -198,7 +198,7 @@ class TestWhatIsRetried:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """A body that arrived whole but is wrong will be wrong again."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, body=b"<html>maintenance</html>", repeat=True)
 
         async with _listing(_policy(clock)) as ief:
@@ -243,7 +243,7 @@ class TestRetryAfterOnServerErrors:
         self, mocked: aioresponses, clock: FakeClock, status: int
     ) -> None:
         """A 5xx's Retry-After replaces the backoff, as a 429's does (RFC 9110)."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=status, headers={"Retry-After": "2"})
         mocked.get(url, body=page_body(1, wire_jobs(1)))
 
@@ -257,7 +257,7 @@ class TestRetryAfterOnServerErrors:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """A 503's Retry-After as an HTTP date waits until then (to the second)."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         later = formatdate(time.time() + 30, usegmt=True)
         mocked.get(url, status=503, headers={"Retry-After": later})
         mocked.get(url, body=page_body(0, []))
@@ -272,7 +272,7 @@ class TestRetryAfterOnServerErrors:
         self, mocked: aioresponses, clock: FakeClock
     ) -> None:
         """retry_after_max caps it; the last ServerError carries what was asked."""
-        url = list_url(limit=100, offset=0)
+        url = list_url(limit=101, offset=0)
         mocked.get(url, status=503, headers={"Retry-After": "300"}, repeat=True)
         retry = _policy(clock, attempts=3, retry_after_max=20.0)
 

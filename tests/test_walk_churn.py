@@ -266,7 +266,9 @@ class TestOrder:
 
 
 class TestStaleCount:
-    @pytest.mark.parametrize("size", [1, 3, 4, 10, 24, 25, 26, 100])
+    # 5: the count ends right at the first page's end, which only the first
+    # request's one-record peek can show
+    @pytest.mark.parametrize("size", [1, 3, 4, 5, 10, 24, 25, 26, 100])
     @pytest.mark.parametrize("window", [1, 4])
     async def test_a_count_lower_than_the_records(self, size: int, window: int) -> None:
         """job_count says 5 over 25 records: every page size yields the 25, and
@@ -298,6 +300,20 @@ class TestStaleCount:
 
         assert 100 == len(ids)
         assert 4 == len(server.requests)
+
+    @pytest.mark.parametrize("size", [25, 100])
+    async def test_a_right_count_that_fits_one_page_costs_one_request(
+        self, size: int
+    ) -> None:
+        """25 records, count 25, one page holds them: one request, no warning."""
+        server = ChurnServer(25)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ids = await _listing(server.fetch, window=4, page_size=size)
+
+        assert 25 == len(ids)
+        assert 1 == len(server.requests)
 
 
 class TestReporting:

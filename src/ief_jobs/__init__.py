@@ -31,6 +31,7 @@ from .errors import (
     AuthenticationError,
     DecodeError,
     IefError,
+    ListingMovedError,
     NotFoundError,
     ServerError,
     ThrottledError,
@@ -48,7 +49,7 @@ from .models import (
     Progress,
     SortOrder,
 )
-from .pagination import JobCountChanged
+from .pagination import JobCountChanged, JobCountStale
 from .retry import NO_RETRIES, RetryPolicy
 from .watch import JobEvent, JobEventKind
 
@@ -67,6 +68,7 @@ __all__ = [
     "IefClient",
     "IefError",
     "JobCountChanged",
+    "JobCountStale",
     "JobEvent",
     "JobEventKind",
     "JobPage",
@@ -74,6 +76,7 @@ __all__ = [
     "JobTarget",
     "JobTask",
     "JobType",
+    "ListingMovedError",
     "NotFoundError",
     "Progress",
     "ProjectChanges",

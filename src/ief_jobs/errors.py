@@ -13,6 +13,8 @@ Every error ief-jobs raises:
     body cut short or too large)
   * DecodeError: the answer is not the documented JSON (problems, each with its
     path, such as ``$.jobs[3].created_at``)
+  * ListingMovedError: records moved so far while listing that the walk lost
+    its place (reason); resume from *offset*, or list again
 
 No message or ``repr`` carries a token, a secret key or a signature: errors
 hold what the server said and where the walk was, never the request's headers.
@@ -135,6 +137,22 @@ class DecodeError(IefError):
     def __str__(self) -> str:
         request = f" [request {self.request_id}]" if self.request_id else ""
         return f"undecodable page{self._where()}{request}: {'; '.join(self.problems)}"
+
+
+@attrs.define(kw_only=True, eq=False)
+class ListingMovedError(IefError):
+    """
+    Records moved so much while listing that the walk lost its place.
+
+    None of the records it yielded last could be found again within a bounded
+    number of re-reads (a server capping pages at a few records under heavy
+    churn). Nothing was skipped: resume from *offset*, or list again.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}{self._where()}"
 
 
 _RETRY_AFTER_MAX: Final = 3600.0  # a server asking for more than an hour is lying

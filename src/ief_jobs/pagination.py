@@ -40,8 +40,7 @@ few records under heavy churn) end in `ListingMovedError` rather than a short
 listing; a server that serves one record a page leaves no room to overlap, so
 its boundaries go unchecked (duplicates are still told by ``job_id``); jobs
 sharing a ``created_at`` whose order changes on every read while others are
-created or deleted can still hide one; and a stale count that falls exactly
-on the first page's end is believed.
+created or deleted can still hide one.
 
 A changed or stale ``job_count`` is reported once per listing, as a warning
 whose text never varies (so the usual once-per-place filter keeps stderr quiet)
@@ -62,7 +61,7 @@ from typing import Final
 
 import attrs
 
-from .errors import IefError
+from .errors import IefError, ListingMovedError
 from .models import BatchJob, JobPage, ListQuery, Progress
 
 __all__ = [
@@ -93,21 +92,6 @@ class JobCountStale(JobCountChanged):
 
     The walk then follows the records to the first short page instead.
     """
-
-
-@attrs.define(kw_only=True, eq=False)
-class ListingMovedError(IefError):
-    """
-    Records moved so much while listing that the walk lost its place.
-
-    None of the records it yielded last could be found again within a bounded
-    number of re-reads. Resume from *offset*, or list again.
-    """
-
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}{self._where()}"
 
 
 class _Chain:
@@ -572,7 +556,14 @@ async def walk_pages(
     if walk.want <= 0:
         return
     first_limit = int(min(query.page_size, walk.want))
-    page = await walk.settle(fetch_page(query.offset, first_limit), first_limit)
+    # Unbounded, the first request peeks one record past its page, as a later
+    # one does: a record past job_count shows a stale count even where the
+    # count ends right at the first page's end, at no extra request. The page
+    # still ends at page_size (the next one starts a record early anyway).
+    first_ask = walk.ask if query.max_items is None else first_limit
+    page = await walk.settle(fetch_page(query.offset, first_ask), first_ask)
+    if len(page.jobs) > first_limit:
+        page = attrs.evolve(page, jobs=page.jobs[:first_limit])
     jobs = page.jobs
     walk.delivered = len(jobs)
     walk.resume = page.next_offset

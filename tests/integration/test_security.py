@@ -393,7 +393,7 @@ class TestInput:
         assert {
             "job_type": [job_type],
             "sort": ["created_at:asc"],
-            "limit": ["100"],
+            "limit": ["101"],
             "offset": ["0"],
         } == query
 

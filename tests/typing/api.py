@@ -21,6 +21,7 @@ from ief_jobs import (
     JobTarget,
     JobTask,
     JobType,
+    ListingMovedError,
     NotFoundError,
     RedisCheckpoint,
     ServerError,
@@ -67,6 +68,8 @@ async def use_api(token: str) -> None:
         pass
     except ThrottledError as exc:
         assert_type(exc.retry_after, float | None)
+    except ListingMovedError as exc:
+        assert_type(exc.offset, int | None)
     except NotFoundError as exc:
         assert_type(exc.status, int)
     except ServerError as exc:
