@@ -107,15 +107,16 @@ def _structure_status(value: Any, _: type) -> JobStatus | str:
 # converter's cattrs hooks; the tests hold the two to the same answers.
 
 # field type -> (the test that rejects a JSON value, the expression that converts it)
+# (every name the code uses is bound as a default argument: a local lookup)
 _FAST_FIELDS: Final[dict[object, tuple[str, str]]] = {
-    str: ("type({v}) is not str", "{v}"),
-    int: ("type({v}) is not int", "{v}"),
+    str: ("_type({v}) is not _str", "{v}"),
+    int: ("_type({v}) is not _int", "{v}"),
     datetime: (
-        "(type({v}) is not int and type({v}) is not float)",
+        "(_type({v}) is not _int and _type({v}) is not _float)",
         "_from_timestamp({v}, _UTC)",
     ),
-    JobType | str: ("type({v}) is not str", "_JOB_TYPES.get({v}, {v})"),
-    JobStatus | str: ("type({v}) is not str", "_JOB_STATUSES.get({v}, {v})"),
+    JobType | str: ("_type({v}) is not _str", "_job_type({v}, {v})"),
+    JobStatus | str: ("_type({v}) is not _str", "_job_status({v}, {v})"),
 }
 
 
@@ -124,10 +125,14 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
     fields = attrs.fields(attrs.resolve_types(cls))
     namespace: dict[str, Any] = {
         "_cls": cls,
+        "_type": type,
+        "_str": str,
+        "_int": int,
+        "_float": float,
         "_from_timestamp": datetime.fromtimestamp,
         "_UTC": UTC,
-        "_JOB_TYPES": _JOB_TYPES,
-        "_JOB_STATUSES": _JOB_STATUSES,
+        "_job_type": _JOB_TYPES.get,
+        "_job_status": _JOB_STATUSES.get,
     }
     required = [f.name for f in fields if f.default is attrs.NOTHING]
     if len(required) > 1:  # one C call for every lookup
