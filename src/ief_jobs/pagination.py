@@ -137,6 +137,7 @@ class _Chain:
         "keep",
         "last",
         "moved",
+        "shifted",
         "sure",
         "tied",
         "tracking",
@@ -151,6 +152,7 @@ class _Chain:
         # the record past *last*, when last read, shares its created_at (or was
         # not seen once jobs came and went): the boundary may split a tie
         self.ahead = False
+        self.shifted = False  # a page did not begin with the last record
         self._pages: deque[tuple[BatchJob, ...]] = deque()
         self._kept = 0
         self._ids: set[str] | None = None  # built only when a page does not line up
@@ -190,6 +192,8 @@ class _Chain:
             return range(1, len(jobs))
         ids = self.ids()
         self.tracking = True
+        if last is not None and (not jobs or jobs[0].job_id != last.job_id):
+            self.shifted = True
         found = [i for i, job in enumerate(jobs) if job.job_id in ids]
         if not found:
             return None
@@ -464,7 +468,7 @@ class _Walk:
         if past is not None:
             self.chain.ahead = past.created_at == jobs[-1].created_at
         else:
-            self.chain.ahead = self.churned or self.chain.tracking
+            self.chain.ahead = self.churned or self.chain.shifted
 
     async def mend(self, at: int, key: datetime) -> JobPage | None:
         """
