@@ -25,10 +25,10 @@ The walk:
   again (``created_at`` only hints which way to look), a bounded number of
   requests, else `ListingMovedError`. Jobs sharing the ``created_at`` a
   boundary splits (or may split, where no record past a page was read once
-  jobs came and went) are read once more, unless the later page holds all of
-  them with a record on each side, until one read holds all of them
-  with a record on each side: their order may change on every read (a server
-  ordering by a ``created_at`` of whole seconds and nothing else), so only
+  jobs came and went, but for a capped server) are read again, unless the
+  later page holds them all with a record on each side, until one read does:
+  their order may change on every read (a server ordering by a
+  ``created_at`` of whole seconds and nothing else), so only
   such a read shows every one. Neither ``job_count`` nor the sort order
   decides what is a duplicate: records are yielded in the order the server
   sent them, whatever ``sort`` was asked, and none is dropped for where it
@@ -51,11 +51,14 @@ move further than a page between two reads (a server capping pages at a few
 records under heavy churn). The limits that remain:
 
 * where no record past a page is read (a ``page_size`` of 999 or more, a
-  walk with *max_items*, a server capping ``limit``), a boundary that splits
-  jobs sharing a ``created_at`` shows only once jobs came and went visibly
-  (``job_count`` changed, or a page did not begin with the last record);
-  before that, as many creations as deletions with such jobs swapping places
-  can still hide one;
+  walk with *max_items*), a boundary that splits jobs sharing a
+  ``created_at`` shows only once jobs came and went visibly (``job_count``
+  changed, or a page did not begin with the last record); before that, as
+  many creations as deletions with such jobs swapping places can still hide
+  one. Against a server that caps ``limit`` below what was asked, only a
+  split that a page shows is read again (reading every boundary again would
+  double requests that already move little): such jobs swapping places on
+  every read while jobs come and go can still hide one there;
 * more jobs sharing one ``created_at`` than a page holds (``page_size`` - 1),
   whose order changes on every read, cannot all be shown by one read, so one
   of them can hide while jobs come and go;
@@ -104,7 +107,7 @@ _LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
 _KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
 _MISSES_MAX: Final = 16  # reads in a row that find no known record: 2**16 back
 _MEND_LEAST: Final = 3  # records a read needs to hold a job and one on each side
-_MEND_READS: Final = 16  # reads that look for all of a tie's jobs at once
+_MEND_READS: Final = 32  # reads that look for all of a tie's jobs at once
 _log: Final = logging.getLogger("ief_jobs")
 _job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
@@ -468,7 +471,10 @@ class _Walk:
         if past is not None:
             self.chain.ahead = past.created_at == jobs[-1].created_at
         else:
-            self.chain.ahead = self.churned or self.chain.shifted
+            # a capped server's pages are too few records to read ties again
+            # at every boundary under churn: there, only a tie a page shows
+            capped = self.ask < self.chain.keep // _KEPT_PAGES
+            self.chain.ahead = not capped and (self.churned or self.chain.shifted)
 
     async def mend(self, at: int, key: datetime) -> JobPage | None:
         """
