@@ -205,7 +205,7 @@ class TestWalk:
         server = FakeServer(100)
 
         async def failing(offset: int, limit: int) -> JobPage:
-            if offset + limit > 20:
+            if offset + limit > 21:  # the third page (the second peeks at 20)
                 raise ServerError(status=503, project_id="p", offset=offset)
             return await server.fetch(offset, limit)
 

@@ -166,6 +166,49 @@ class TestChurn:
         else:
             _assert_exact(server, before, ids)
 
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_the_smallest_tie_that_hid_a_job(self) -> None:
+        """Four jobs, two to a created_at, two a page, one deleted before each
+        answer: the pair the boundary splits comes back in another order, and
+        the one not yielded yet sits before the boundary now. Two requests hid
+        it; the peek past the first page shows the split pair."""
+        server = ChurnServer(4, deletes=1, tie_every=2, seed=6)
+        before = server.ids()
+
+        ids = await _listing(server.fetch, page_size=2)
+
+        _assert_exact(server, before, ids)
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.parametrize("window", [1, 32])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.parametrize(("creates", "deletes"), [(0, 1), (1, 2), (1, 0)])
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_one_record_a_page_under_churn(
+        self, creates: int, deletes: int, descending: bool, window: int, seed: int
+    ) -> None:
+        """A server that serves one record a request leaves no overlap to check
+        a boundary by: where jobs are deleted meanwhile (the count falls) the
+        walk says it may have lost a record (ListingMovedError), never skips
+        one silently; where jobs are only created, every survivor comes once."""
+        server = ChurnServer(
+            60,
+            creates=creates,
+            deletes=deletes,
+            descending=descending,
+            seed=seed,
+            cap=1,
+            churning=200,
+        )
+        before = server.ids()
+
+        try:
+            ids = await _listing(server.fetch, window=window, page_size=10)
+        except ListingMovedError:
+            assert deletes > 0
+        else:
+            _assert_exact(server, before, ids)
+
     @pytest.mark.parametrize("seed", range(_SEEDS))
     @pytest.mark.parametrize("window", [1, 32])
     async def test_ties_that_swap_between_reads(self, window: int, seed: int) -> None:
@@ -177,6 +220,38 @@ class TestChurn:
 
         assert sorted(server.ids()) == sorted(ids)
         assert len(server.requests) < 500
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.parametrize("window", [1, 32])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.parametrize("tie_every", [2, 3, 7])
+    @pytest.mark.parametrize(("creates", "deletes"), [(1, 1), (0, 3), (3, 1), (1, 0)])
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_ties_that_swap_while_jobs_come_and_go(
+        self,
+        creates: int,
+        deletes: int,
+        tie_every: int,
+        descending: bool,
+        window: int,
+        seed: int,
+    ) -> None:
+        """Jobs sharing a created_at (batches created in one second) come in a
+        different order on every read while others are created or deleted: no
+        survivor hides behind a boundary, none comes twice."""
+        server = ChurnServer(
+            300,
+            creates=creates,
+            deletes=deletes,
+            descending=descending,
+            seed=seed,
+            tie_every=tie_every,
+        )
+        before = server.ids()
+
+        ids = await _listing(server.fetch, window=window, page_size=20)
+
+        _assert_exact(server, before, ids)
 
     async def test_nothing_changes_costs_nothing(self) -> None:
         """Without churn the boundary check costs no request: ceil(N / size)."""

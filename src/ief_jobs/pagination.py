@@ -7,12 +7,16 @@ The walk:
 * asks for the first page, learns ``job_count`` (and the server's real page size,
   if it caps ``limit``), then keeps up to *window* later pages in flight while
   yielding pages strictly in order;
-* asks each later page from one record before its start (a ``limit`` one
-  larger, never an extra request; a ``page_size`` of 1000 or more, IEF's usual
-  largest ``limit``, overlaps within its own records instead) and checks that
-  its first record is the last one yielded, by ``job_id``. When that holds,
-  every job that existed between the two reads is in one of the two pages:
-  nothing was skipped, and no record is looked at one by one;
+* asks each later page from one record before its start and one record past
+  its end (a ``limit`` two larger, never an extra request; IEF refuses a
+  ``limit`` over 1000, so a ``page_size`` of 999 peeks past none, and one of
+  1000 or more overlaps within its own records instead) and checks that its
+  first record is the last one yielded, by ``job_id``, and that neither read
+  shows the jobs sharing that record's ``created_at`` go on across the
+  boundary (the record peeked past the earlier page, the second record of the
+  later one). When that
+  holds, every job that existed between the two reads is in one of the two
+  pages: nothing was skipped, and no record is looked at one by one;
 * when it does not hold (jobs were created or deleted, or jobs with equal
   ``created_at`` swapped places), tells what was yielded already by ``job_id``
   (from then on it keeps every id it yields) and yields the rest; a page that
@@ -20,27 +24,51 @@ The walk:
   boundary, so it re-reads from the last record yielded until it finds it
   again (``created_at`` only hints which way to look), a bounded number of
   requests, else `ListingMovedError`. Jobs sharing the ``created_at`` a
-  boundary splits are read once more together, since their order may change
-  between reads. Neither ``job_count`` nor the sort order decides what is a
-  duplicate: records are yielded in the order the server sent them, whatever
-  ``sort`` was asked, and none is dropped for where it arrived;
+  boundary splits (or may split, where no record past a page was read once
+  jobs came and went, but for a capped server) are read again, unless the
+  later page holds them all with a record on each side, until one read does:
+  their order may change on every read (a server ordering by a
+  ``created_at`` of whole seconds and nothing else), so only
+  such a read shows every one. Neither ``job_count`` nor the sort order
+  decides what is a duplicate: records are yielded in the order the server
+  sent them, whatever ``sort`` was asked, and none is dropped for where it
+  arrived;
 * advances by what the pages hold, never ``offset + limit``, and fills in any
   short page instead of skipping past it;
-* ends at ``job_count`` (the last page asks one record more, to tell a count
-  that is stale), or, once a page holds records past ``job_count``, at the
-  first short page (`JobCountStale`);
+* ends at ``job_count`` (the peek past the last page shows a count that is
+  stale), or, once a page holds records past ``job_count``, at the first
+  short page (`JobCountStale`);
 * with *max_items*, shrinks the last request so it fetches no record it will not
   yield (but the one it overlaps); never asks for a page past the end.
 
 So a job that exists for the whole walk is yielded exactly once, whatever jobs
-come and go meanwhile, and a job created or deleted meanwhile at most once.
-Nothing of this costs a request when nothing changes. What is left: records
-that move further than a page between two reads (a server capping pages at a
-few records under heavy churn) end in `ListingMovedError` rather than a short
-listing; a server that serves one record a page leaves no room to overlap, so
-its boundaries go unchecked (duplicates are still told by ``job_id``); jobs
-sharing a ``created_at`` whose order changes on every read while others are
-created or deleted can still hide one.
+come and go meanwhile and however jobs of equal ``created_at`` swap places
+between reads, and a job created or deleted meanwhile at most once. Nothing of
+this costs a request when nothing changes (but the one re-read of jobs sharing
+a ``created_at`` that a boundary splits). Where that cannot hold, the walk
+says so with `ListingMovedError` rather than a short listing: records that
+move further than a page between two reads (a server capping pages at a few
+records under heavy churn). The limits that remain:
+
+* where no record past a page is read (a ``page_size`` of 999 or more, a
+  walk with *max_items*), a boundary that splits jobs sharing a
+  ``created_at`` shows only once jobs came and went visibly (``job_count``
+  changed, or a page did not begin with the last record); before that, as
+  many creations as deletions with such jobs swapping places can still hide
+  one. Against a server that caps ``limit`` below what was asked, only a
+  split that a page shows is read again (reading every boundary again would
+  double requests that already move little): such jobs swapping places on
+  every read while jobs come and go can still hide one there;
+* more jobs sharing one ``created_at`` than a page holds (``page_size`` - 1),
+  whose order changes on every read, cannot all be shown by one read, so one
+  of them can hide while jobs come and go;
+* a server that serves one or two records a request (or a ``page_size`` of
+  1) leaves no room for a record on each side of a boundary, so jobs sharing
+  a ``created_at`` are not read again. With one record a request the walk
+  reads one request at a time and ends in `ListingMovedError` as soon as
+  ``job_count`` falls (jobs were deleted); deletions balanced by as many
+  creations leave the count and every read alike and cannot be told, so a
+  record can then be skipped (duplicates are still told by ``job_id``).
 
 A changed or stale ``job_count`` is reported once per listing, as a warning
 whose text never varies (so the usual once-per-place filter keeps stderr quiet)
@@ -78,6 +106,8 @@ FetchPage = Callable[[int, int], Awaitable[JobPage]]
 _LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
 _KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
 _MISSES_MAX: Final = 16  # reads in a row that find no known record: 2**16 back
+_MEND_LEAST: Final = 3  # records a read needs to hold a job and one on each side
+_MEND_READS: Final = 32  # reads that look for all of a tie's jobs at once
 _log: Final = logging.getLogger("ief_jobs")
 _job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
@@ -106,9 +136,11 @@ class _Chain:
         "_ids",
         "_kept",
         "_pages",
+        "ahead",
         "keep",
         "last",
         "moved",
+        "shifted",
         "sure",
         "tied",
         "tracking",
@@ -120,6 +152,10 @@ class _Chain:
         self.sure = True
         self.moved: int | None = None  # where the last page held *last*, if it did
         self.tied: datetime | None = None  # a created_at the last boundary split
+        # the record past *last*, when last read, shares its created_at (or was
+        # not seen once jobs came and went): the boundary may split a tie
+        self.ahead = False
+        self.shifted = False  # a page did not begin with the last record
         self._pages: deque[tuple[BatchJob, ...]] = deque()
         self._kept = 0
         self._ids: set[str] | None = None  # built only when a page does not line up
@@ -151,6 +187,7 @@ class _Chain:
             and jobs
             and jobs[0].job_id == last.job_id
             # a tie at the boundary may have swapped places: look closer
+            and not self.ahead
             and (len(jobs) == 1 or jobs[1].created_at != last.created_at)
         ):
             self.moved, self.tied = 0, None
@@ -158,6 +195,8 @@ class _Chain:
             return range(1, len(jobs))
         ids = self.ids()
         self.tracking = True
+        if last is not None and (not jobs or jobs[0].job_id != last.job_id):
+            self.shifted = True
         found = [i for i, job in enumerate(jobs) if job.job_id in ids]
         if not found:
             return None
@@ -182,11 +221,13 @@ class _Chain:
         # jobs sharing the last one's created_at on both sides of the boundary
         # may have swapped places between the reads: some may hide behind it
         self.tied = None
-        if last is not None and any(
-            job.created_at == last.created_at and job.job_id != last.job_id
-            for job in jobs
-        ):
-            self.tied = last.created_at
+        if last is not None:
+            key = last.created_at
+            ties = [i for i, job in enumerate(jobs) if job.created_at == key]
+            # unless this read holds all of them, a record on each side
+            whole = bool(ties) and ties[0] > 0 and ties[-1] < len(jobs) - 1
+            if not whole and (self.ahead or len(ties) > 1):
+                self.tied = key
         self.follow(jobs)
         return fresh
 
@@ -239,6 +280,7 @@ class _Walk:
     __slots__ = (
         "ask",
         "chain",
+        "churned",
         "count",
         "delivered",
         "fetch_page",
@@ -250,6 +292,7 @@ class _Walk:
         "project_id",
         "reported",
         "resume",
+        "tally",
         "want",
         "widest",
     )
@@ -270,6 +313,9 @@ class _Walk:
         self.resume = query.offset  # where the pages yielded so far end
         self.count = -1  # job_count as the latest page told it
         self.follow = False  # job_count is stale: the records tell the end
+        self.churned = False  # job_count changed: jobs came or went
+        # job_count as the last of the one-record pages read one after another
+        self.tally = -1
         self.reported: set[type[Warning]] = set()  # once per listing
         # later pages start one record early; IEF refuses a limit over 1000,
         # so a page_size of 1000 or more takes its overlap from its own records
@@ -285,7 +331,9 @@ class _Walk:
         """New records a full later page brings."""
         return self.ask - self.overlap
 
-    async def settle(self, answer: Awaitable[JobPage], limit: int) -> JobPage:
+    async def settle(
+        self, answer: Awaitable[JobPage], limit: int, serial: bool = False
+    ) -> JobPage:
         try:
             page = await answer
         except IefError as exc:
@@ -300,7 +348,19 @@ class _Walk:
             page = attrs.evolve(page, jobs=_distinct(jobs))
             n = len(page.jobs)
         self.widest = max(self.widest, n)
+        if serial and 0 <= page.job_count < self.tally:
+            # one record a page leaves no overlap to check: a deletion may
+            # have moved the next record onto the one read, unseen
+            raise ListingMovedError(
+                reason="jobs were deleted while listing a server that serves one "
+                "record a page, so a record may have been skipped",
+                project_id=self.project_id,
+                offset=self.resume,
+            )
+        if serial:
+            self.tally = page.job_count
         if page.job_count != self.count and self.count >= 0:
+            self.churned = True
             self.report(
                 JobCountChanged,
                 "job_count changed while listing: jobs were created or deleted "
@@ -401,17 +461,107 @@ class _Walk:
         # where the jobs yielded at that created_at began, when last read
         return max(self.first, page.offset - chain.ties(chain.tied))
 
+    def beyond(self, jobs: tuple[BatchJob, ...], past: BatchJob | None) -> None:
+        """
+        Note whether the boundary after *jobs* (just read) may split a tie:
+        *past*, the record read after them, shares the last one's created_at;
+        or it was not read, and jobs came and went (when nothing changed, a
+        tie split there shows on the next page).
+        """
+        if past is not None:
+            self.chain.ahead = past.created_at == jobs[-1].created_at
+        else:
+            # a capped server's pages are too few records to read ties again
+            # at every boundary under churn: there, only a tie a page shows
+            capped = self.ask < self.chain.keep // _KEPT_PAGES
+            self.chain.ahead = not capped and (self.churned or self.chain.shifted)
+
     async def mend(self, at: int, key: datetime) -> JobPage | None:
-        """Read from *at* the jobs created at *key* that no read showed yet."""
+        """
+        Read from about *at* the jobs created at *key* that no read showed yet,
+        until one read holds all of them with a record on each side (or the
+        list's end): their order may change on every read, so only such a read
+        shows every one. Bounded: records that move too far between the reads
+        end in `ListingMovedError`.
+        """
         chain, resume = self.chain, self.resume
         last, sure = chain.last, chain.sure
-        page = await self.settle(self.fetch_page(at, self.ask), self.ask)
-        found = self.deliver(page, chain.mend(page.jobs, key))
+        if self.ask < _MEND_LEAST:
+            chain.tied = None
+            return None  # no read holds a job with a record on each side
+        found: dict[str, BatchJob] = {}
+        page: JobPage | None = None
+        # reads that held none of them: the last before them, the first past
+        below: int | None = None
+        above: int | None = None
+        misses = 0
+        for _ in range(_MEND_READS):
+            page = await self.settle(self.fetch_page(at, self.ask), self.ask)
+            jobs = page.jobs
+            for i in chain.mend(jobs, key):
+                found.setdefault(jobs[i].job_id, jobs[i])
+            ties = [i for i, job in enumerate(jobs) if job.created_at == key]
+            if not ties:
+                # a read of one record or none is at the list's end: look back
+                side = _side(jobs, key) if len(jobs) > 1 else -1
+                if side == 0:
+                    break  # none of them left, or an order not by created_at
+                # look further on when the read sorts before them, else back,
+                # further each time (they may be moving away); once both ends
+                # are known, halfway between them
+                if side > 0:
+                    below = at + len(jobs) - 1
+                else:
+                    above = at
+                if below is not None and above is not None and above <= below + 1:
+                    below = above = None  # moved meanwhile: look afresh
+                step = max(self.ask - 1, 1) << misses
+                misses += 1
+                if below is not None and above is not None:
+                    at = max(below, (below + above - self.ask) // 2)
+                elif side > 0:
+                    at += step
+                else:
+                    at -= step
+                at = max(self.first, at)
+                continue
+            below = above = None
+            misses = 0
+            starts = ties[0] > 0 or at <= self.first
+            ends = ties[-1] < len(jobs) - 1 or len(jobs) < self.ask
+            if starts and ends:
+                break
+            if not starts and not ends:
+                break  # more of them than a read holds: see `walk_pages`
+            # place them so the side not seen yet gets most of the next read,
+            # leaving a few records for what moves meanwhile
+            margin = max(1, (len(jobs) - (ties[-1] - ties[0] + 1)) // 4)
+            if starts:  # they go on past this read: read on from just before
+                if ties[0] <= 1:
+                    break  # more of them than a read holds: see `walk_pages`
+                at += ties[0] - min(margin, ties[0] - 1)
+            else:  # they begin before this read: read from further back
+                room = len(jobs) - 1 - ties[-1]
+                # a short read ends the list: what it did not fill is room too
+                back = max(room - min(margin, room - 1), 1) + self.ask - len(jobs)
+                at = max(self.first, at - back)
+        else:
+            raise ListingMovedError(
+                reason="records moved too far while listing to read jobs created "
+                "at the same time together",
+                project_id=self.project_id,
+                offset=self.resume,
+            )
         chain.last, chain.sure, chain.tied = last, sure, None
-        if found is None:
+        if page is None or not found:
             return None
+        jobs = tuple(found.values())
+        delivered = self.deliver(attrs.evolve(page, jobs=jobs), range(len(jobs)))
+        chain.last, chain.sure = last, sure
         self.resume = resume  # what follows, follows the page before
-        return attrs.evolve(found, offset=resume - len(found.jobs))
+        if delivered is None:
+            return None
+        return attrs.evolve(delivered, offset=resume - len(delivered.jobs))
 
     async def reread(
         self, position: int, target: int
@@ -466,7 +616,9 @@ class _Walk:
                 # look further on when the page sorts before the last record
                 # (jobs created before it), further back otherwise; once both
                 # ends are known, halfway between them
-                side = _side(page.jobs, chain.last) if trust else 0
+                side = 0
+                if trust and chain.last is not None:
+                    side = _side(page.jobs, chain.last.created_at)
                 if side > 0:
                     below = at + len(page.jobs) - 1
                 elif side < 0 or not page.jobs:
@@ -505,6 +657,7 @@ class _Walk:
             shift = -max(min(2 * moved, (asked - self.overlap) // 2), 0)
             linked, misses = True, 0
             split, key = self.split(page), chain.tied
+            self.beyond(page.jobs, None)  # no record read past this page
             delivered = self.deliver(page, picks)
             if delivered is not None:
                 out.append(delivered)
@@ -562,7 +715,9 @@ async def walk_pages(
     # still ends at page_size (the next one starts a record early anyway).
     first_ask = walk.ask if query.max_items is None else first_limit
     page = await walk.settle(fetch_page(query.offset, first_ask), first_ask)
+    past = None
     if len(page.jobs) > first_limit:
+        past = page.jobs[first_limit]
         page = attrs.evolve(page, jobs=page.jobs[:first_limit])
     jobs = page.jobs
     walk.delivered = len(jobs)
@@ -573,27 +728,33 @@ async def walk_pages(
         return
     walk.chain.remember(jobs)
     walk.chain.follow(jobs)
+    walk.beyond(jobs, past)
     chain = walk.chain
 
-    # (start, new records, records asked for, the request), in order
-    pending: deque[tuple[int, int, int, asyncio.Future[JobPage]]] = deque()
+    # (start, new records, records asked for, whether the last one is a peek,
+    # whether it was sent alone, the request), in order
+    pending: deque[tuple[int, int, int, bool, bool, asyncio.Future[JobPage]]]
+    pending = deque()
     position = scheduled = page.next_offset
     bounded = query.max_items is not None
 
-    def send(start: int, new: int) -> tuple[int, int, int, asyncio.Future[JobPage]]:
+    def send(
+        start: int, new: int
+    ) -> tuple[int, int, int, bool, bool, asyncio.Future[JobPage]]:
         asked = new + walk.overlap
-        if (
-            not bounded
-            and not walk.follow
-            and walk.overlap
-            and start + new == walk.count
-            and asked < _LIMIT_MAX
-        ):
-            # a last page that ends right at job_count asks for one record
-            # more: if it comes, the count was stale (and it is yielded)
+        peek = bool(
+            not bounded and not walk.follow and walk.overlap and asked < _LIMIT_MAX
+        )
+        if peek:
+            # one record more, at no extra request: whether it shares the last
+            # one's created_at tells if the boundary splits a tie; past
+            # job_count, that the count was stale (and then it is yielded)
             asked += 1
+        # one record a page is read one request at a time: then a job_count
+        # that falls shows deletions that may have skipped a record
+        alone = not walk.overlap and not pending
         request = asyncio.ensure_future(walk.fetch_page(start - walk.overlap, asked))
-        return start, new, asked, request
+        return start, new, asked, peek, alone, request
 
     try:
         while walk.delivered < walk.want:
@@ -601,7 +762,9 @@ async def walk_pages(
             if not walk.follow:
                 horizon = min(horizon, walk.count)
             scheduled = max(scheduled, position)
-            while len(pending) < window and scheduled < horizon:
+            while (
+                len(pending) < (window if walk.overlap else 1) and scheduled < horizon
+            ):
                 # only max_items shrinks a request: a full last page also takes
                 # in records that creations pushed past the end meanwhile
                 new = walk.stride
@@ -610,10 +773,16 @@ async def walk_pages(
                 pending.append(send(scheduled, new))
                 scheduled += new
             if pending:
-                start, new, asked, request = pending.popleft()
-                page = await walk.settle(request, asked)
+                start, new, asked, peek, alone, request = pending.popleft()
+                page = await walk.settle(request, asked, alone)
+                past = None
+                if peek and not walk.follow and len(page.jobs) == asked:
+                    past, asked = page.jobs[-1], asked - 1
+                    page = attrs.evolve(page, jobs=page.jobs[:-1])
                 picks = chain.link(page.jobs) if walk.overlap else _unseen(chain, page)
                 if picks is not None:
+                    if page.jobs:
+                        walk.beyond(page.jobs, past)
                     key = chain.tied
                     split = None if key is None else walk.split(page)
                     done = walk.deliver(page, picks)
@@ -650,16 +819,16 @@ async def walk_pages(
         await _cancel_all(request for *_, request in pending)
 
 
-def _side(jobs: tuple[BatchJob, ...], last: BatchJob | None) -> int:
+def _side(jobs: tuple[BatchJob, ...], key: datetime) -> int:
     """
-    Whether all of *jobs* sort before *last* (1) or after it (-1), by their own
-    order of created_at; 0 when that order does not tell. A hint of where to
-    look for *last*, never trusted to tell a record's identity.
+    Whether all of *jobs* sort before a job created at *key* (1) or after it
+    (-1), by their own order of created_at; 0 when that order does not tell.
+    A hint of where to look, never trusted to tell a record's identity.
     """
-    if not jobs or last is None:
+    if not jobs:
         return 0
     times = [job.created_at for job in jobs]
-    head, tail, key = times[0], times[-1], last.created_at
+    head, tail = times[0], times[-1]
     if head < tail and times == sorted(times):  # oldest first
         return 1 if tail < key else -1 if head > key else 0
     if head > tail and times == sorted(times, reverse=True):  # newest first

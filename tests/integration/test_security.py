@@ -294,7 +294,8 @@ class TestSlowServers:
 
         async def stuck_at_40(request: web.Request) -> web.Response:
             offset, limit = int(request.query["offset"]), int(request.query["limit"])
-            if offset + limit > 40:  # any page holding a record from 40 on
+            if offset + limit > 41:  # any page yielding a record from 40 on
+                # (a later page also peeks at the record past its end)
                 await asyncio.sleep(10)
             return _page(records[offset : offset + limit], 100)
 
