@@ -302,6 +302,17 @@ _DETAILED: Final = make_converter()
 _explain_wire_page: Final = _DETAILED.get_structure_hook(_WirePage)
 
 
+def _json_object(body: bytes | str) -> dict[str, Any] | str:
+    """The JSON object *body* holds, or the problem that says why it holds none."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    if type(data) is not dict:
+        return f"expected a JSON object @ $, got {type(data).__name__}"
+    return data
+
+
 def _fast_page(data: dict[str, Any]) -> tuple[int, tuple[BatchJob, ...] | None]:
     """``(job_count, jobs)`` of a body; jobs is None where null or missing."""
     count = data["job_count"]
@@ -342,18 +353,10 @@ def decode_page(
         DecodeError: The body is not JSON, or not the documented shape; its
             *problems* name each bad place by path (``$.jobs[3].created_at``).
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+    data = _json_object(body)
+    if isinstance(data, str):
         raise DecodeError(
-            problems=(f"not JSON: {exc}",),
-            project_id=project_id,
-            offset=offset,
-            request_id=request_id,
-        ) from None
-    if type(data) is not dict:
-        raise DecodeError(
-            problems=(f"expected a JSON object @ $, got {type(data).__name__}",),
+            problems=(data,),
             project_id=project_id,
             offset=offset,
             request_id=request_id,
@@ -465,12 +468,9 @@ def decode_job_detail(
             request_id=request_id,
         )
 
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise error(f"not JSON: {exc}") from None
-    if type(data) is not dict:
-        raise error(f"expected a JSON object @ $, got {type(data).__name__}")
+    data = _json_object(body)
+    if isinstance(data, str):
+        raise error(data)
     try:
         detail: BatchJobDetail = _structure_detail(data, BatchJobDetail)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
