@@ -41,6 +41,7 @@ from .models import (
     ListQuery,
     Progress,
     SortOrder,
+    check_int,
 )
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
@@ -105,15 +106,6 @@ def _endpoint_url(endpoint: str | URL) -> URL:
         msg = "endpoint must carry no credentials, query or fragment"
         raise ValueError(msg)
     return url
-
-
-def _whole(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an int, not {value!r}"
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{name} must be at least {minimum}, not {value}"
-        raise ValueError(msg)
 
 
 def _positive(name: str, value: object, *, unit: str) -> float:
@@ -280,13 +272,13 @@ class IefClient:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             msg = f"session must be an aiohttp.ClientSession or None, not {session!r}"
             raise TypeError(msg)
-        _whole("concurrency", concurrency, minimum=1)
+        check_int("concurrency", concurrency, minimum=1)
         ListQuery(page_size=page_size)  # the same check as every call's
         if retry is not None and not isinstance(retry, RetryPolicy):
             msg = f"retry must be a RetryPolicy or None, not {retry!r}"
             raise TypeError(msg)
         request_timeout = _client_timeout(timeout)
-        _whole("max_body_size", max_body_size, minimum=1)
+        check_int("max_body_size", max_body_size, minimum=1)
         _flag("verify_ssl", verify_ssl)
         _flag("adaptive", adaptive)
         if rate_limit is not None:

@@ -129,6 +129,19 @@ class Progress:
     target: int  # records this listing means to deliver (max_items and offset applied)
 
 
+def check_int(name: str, value: object, *, minimum: int) -> None:
+    """
+    Refuse a *value* for the argument *name* that is not an int of at least
+    *minimum*: `TypeError` for another type (a bool too), `ValueError` below.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an int, not {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, not {value}"
+        raise ValueError(msg)
+
+
 def _whole(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

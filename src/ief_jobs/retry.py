@@ -25,6 +25,7 @@ import attrs
 import tenacity
 
 from .errors import ServerError, ThrottledError, TransportError
+from .models import check_int
 
 __all__ = ["NO_RETRIES", "AdaptiveLimiter", "RetryPolicy"]
 
@@ -42,12 +43,7 @@ def _is_retryable(exc: BaseException) -> bool:
 
 # validators, typed as attrs' own are (models.py does the same)
 def _whole_at_least_one(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{attribute.name} must be an int, not {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{attribute.name} must be at least 1, not {value}"
-        raise ValueError(msg)
+    check_int(attribute.name, value, minimum=1)
 
 
 def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
