@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ief_jobs import BatchJob, JobPage, JobStatus, JobType, Progress, ServerError
+from ief_jobs import (
+    BatchJob,
+    JobPage,
+    JobStatus,
+    JobType,
+    ListingMovedError,
+    Progress,
+    ServerError,
+)
 from ief_jobs.models import ListQuery
 from ief_jobs.pagination import FetchPage, walk_pages
 
@@ -89,32 +97,34 @@ def _fewest(
     The fewest requests a listing needs (as a range: at least, at most).
 
     The first request brings what it can; each later one starts one record
-    early, so it brings one record fewer than the server gives (none fewer
-    when the server gives one record a page: nothing to overlap then). A cap
-    the first page does not show costs at most one more request per page in
-    flight when a later page shows it.
+    early and peeks one past its end, so it brings two records fewer than the
+    server gives (IEF gives at most 1000). A cap the first page shows costs
+    one read of the first boundary, which no peek saw; a cap the first page
+    does not show costs at most one more request and one such read per page
+    in flight when a later page shows it.
     """
     want = math.inf if max_items is None else max_items
     if want == 0:
         return 0, 0
     wanted = min(max(total - offset, 0), want)
+    size = min(size, 998)
     first = min(size, want)
     got = min(first, cap, wanted)
     if wanted <= got:
         return 1, 1
-    ask = size + 1 if size < 1000 else size  # the overlap never asks past 1000
-    if cap < first:  # the first page shows the cap
-        ask = cap
-    stride = max(min(ask, cap) - 1, 1)
+    most = min(cap, 1000)
+    stride = min(size, most - 2)
     fewest = 1 + math.ceil((wanted - got) / stride)
-    late = cap < ask
-    return fewest, fewest + (window + 1 if late else 0)
+    if cap < first:  # the first page shows the cap, not the next boundary
+        return fewest, fewest + 1
+    late = cap < size + 2
+    return fewest, fewest + (2 * window + 1 if late else 0)
 
 
 class TestWalk:
     @given(
         total=st.integers(0, 2000),
-        cap=st.integers(1, 500),
+        cap=st.integers(3, 500),
         size=st.integers(1, 1000),
         offset=st.integers(0, 2100),
         max_items=st.none() | st.integers(0, 2100),
@@ -145,8 +155,32 @@ class TestWalk:
         assert all(o <= max(total, offset) for o, _ in server.requests)
         if max_items is not None:  # fetches no record it will not yield...
             fetched = sum(min(limit, cap) for _, limit in server.requests)
-            # ...but the one each later page starts with, to check the boundary
-            assert fetched <= max_items + max(len(server.requests) - 1, 0)
+            # ...but the one each later page starts with and the one past each
+            # page, to check the boundary, and the reads of a boundary no such
+            # record was read past (a cap met late)
+            extra = len(server.requests) - low
+            assert fetched <= max_items + 2 * len(server.requests) + cap * extra
+
+    @pytest.mark.parametrize("cap", [1, 2])
+    @pytest.mark.parametrize("window", [1, 8])
+    async def test_a_server_too_stingy_to_check_raises(
+        self, cap: int, window: int
+    ) -> None:
+        """A server that serves one or two records a request leaves no room for
+        the last record yielded, a new one and one past it: after the first
+        page the walk says it cannot check the boundaries, never lists on
+        unchecked; and a listing the first page holds whole is fine."""
+        pages: list[JobPage] = []
+        with pytest.raises(ListingMovedError, match="too few to check") as info:
+            async for page in _walk_pages(
+                FakeServer(10, cap).fetch, page_size=5, window=window
+            ):
+                pages.append(page)  # noqa: PERF401 (kept when it raises)
+
+        assert [cap] == [len(p.jobs) for p in pages]
+        assert cap == info.value.offset
+        whole = await _walk(FakeServer(cap, cap), page_size=5)
+        assert cap == sum(len(p.jobs) for p in whole)
 
     async def test_resume_from_next_offset(self) -> None:
         """A listing resumed at page.next_offset continues exactly."""
@@ -185,7 +219,8 @@ class TestWalk:
         pages = [p async for p in _walk_pages(shrinking, page_size=10, window=window)]
 
         assert server.jobs[:30] == [j for p in pages for j in p.jobs]
-        assert len(server.requests) <= 30 // 10 + window + 4
+        # a short page may be a cap: its boundary, which no peek saw, is read
+        assert len(server.requests) <= 30 // 10 + 2 * window + 5
 
     async def test_more_records_than_asked_are_trimmed(self) -> None:
         """A server that sends more than limit yields no more than limit, nor twice."""

@@ -57,9 +57,11 @@ class ChurnServer:
         tie_every: int = 1,
         scattered: bool = False,
         churning: int = 10**9,
+        steady_ties: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.tie_every = tie_every  # this many jobs share each created_at
+        self.steady_ties = steady_ties  # ties keep one order (else shuffled)
         self.scattered = scattered
         self.churning = churning  # requests that churn: a list growing at the
         # end faster than a walk reads it never ends, whatever the walk does
@@ -81,7 +83,7 @@ class ChurnServer:
         jobs = self.jobs
         if self.scattered:  # an order not by created_at: new jobs land anywhere
             return sorted(jobs, key=lambda j: zlib.crc32(j.job_id.encode()))
-        if self.tie_every > 1:
+        if self.tie_every > 1 and not self.steady_ties:
             jobs = sorted(jobs, key=lambda j: (j.created_at, self.rng.random()))
         return jobs[::-1] if self.descending else list(jobs)
 
@@ -147,22 +149,35 @@ class TestChurn:
 
     @pytest.mark.parametrize("seed", range(_SEEDS))
     @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("cap", [2, 7, 50])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.parametrize("tie_every", [1, 3])
+    @pytest.mark.parametrize("cap", [3, 7, 50])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_a_capped_server_under_churn(
-        self, cap: int, window: int, seed: int
+        self, cap: int, tie_every: int, descending: bool, window: int, seed: int
     ) -> None:
         """A server that serves fewer records than asked, even page_size itself,
-        skips nothing under churn either. With two records a page and 32 pages
-        in flight, records can move further between two reads than a page
-        reaches: then the walk says so (ListingMovedError), never skips."""
-        server = ChurnServer(300, creates=1, deletes=1, seed=seed, cap=cap)
+        skips nothing under churn either, jobs sharing a created_at included:
+        later requests fit the record before, the new ones and the peek in
+        what it serves. With a few records a page and jobs changing as fast,
+        records can move further between two reads than a page reaches: then
+        the walk says so (ListingMovedError), never skips."""
+        server = ChurnServer(
+            300,
+            creates=1,
+            deletes=1,
+            descending=descending,
+            seed=seed,
+            cap=cap,
+            tie_every=tie_every,
+            churning=300,
+        )
         before = server.ids()
 
         try:
-            ids = await _listing(server.fetch, window=window, page_size=50)
+            ids = await _listing(server.fetch, window=window, page_size=100)
         except ListingMovedError:
-            assert (cap, window) == (2, 32)
+            assert cap < 50
         else:
             _assert_exact(server, before, ids)
 
@@ -182,32 +197,128 @@ class TestChurn:
     @pytest.mark.parametrize("seed", range(_SEEDS))
     @pytest.mark.parametrize("window", [1, 32])
     @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
-    @pytest.mark.parametrize(("creates", "deletes"), [(0, 1), (1, 2), (1, 0)])
+    @pytest.mark.parametrize("cap", [1, 2])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
-    async def test_one_record_a_page_under_churn(
-        self, creates: int, deletes: int, descending: bool, window: int, seed: int
+    async def test_one_or_two_records_a_page_under_balanced_churn(
+        self, cap: int, descending: bool, window: int, seed: int
     ) -> None:
-        """A server that serves one record a request leaves no overlap to check
-        a boundary by: where jobs are deleted meanwhile (the count falls) the
-        walk says it may have lost a record (ListingMovedError), never skips
-        one silently; where jobs are only created, every survivor comes once."""
+        """One or two records a request leave no room to check a boundary (the
+        last record yielded, a new one, one past it), and as many creations as
+        deletions leave the count and every read alike: such a walk skipped a
+        job in half the seeds. Now it says it cannot check, after the first
+        page, whatever the churn."""
         server = ChurnServer(
             60,
+            creates=1,
+            deletes=1,
+            descending=descending,
+            seed=seed,
+            cap=cap,
+            churning=200,
+        )
+
+        with pytest.raises(ListingMovedError, match="too few to check"):
+            await _listing(server.fetch, window=window, page_size=10)
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.parametrize("window", [1, 32])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.parametrize(("creates", "deletes"), [(0, 0), (1, 1), (0, 1), (1, 0)])
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_more_ties_than_a_page_holds(
+        self, creates: int, deletes: int, descending: bool, window: int, seed: int
+    ) -> None:
+        """Thirty jobs to a created_at, twenty to a page, in a new order on every
+        read, with or without churn: reads of them grow until one holds them
+        all (before, a listing skipped jobs in every seed, churn or not)."""
+        server = ChurnServer(
+            300,
             creates=creates,
             deletes=deletes,
             descending=descending,
             seed=seed,
-            cap=1,
-            churning=200,
+            tie_every=30,
+            churning=300,
         )
         before = server.ids()
 
-        try:
-            ids = await _listing(server.fetch, window=window, page_size=10)
-        except ListingMovedError:
-            assert deletes > 0
-        else:
-            _assert_exact(server, before, ids)
+        ids = await _listing(server.fetch, window=window, page_size=20)
+
+        _assert_exact(server, before, ids)
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    async def test_more_ties_than_any_read_holds(self, seed: int) -> None:
+        """Twenty-five jobs to a created_at, ten records a request at most: no
+        read holds them all. Shuffled on every read, the walk says no read can
+        show every one; in one order that holds, every job comes once."""
+        shuffled = ChurnServer(100, seed=seed, tie_every=25, cap=10)
+        with pytest.raises(ListingMovedError, match="no read can show every one"):
+            await _listing(shuffled.fetch, page_size=20)
+
+        steady = ChurnServer(100, seed=seed, tie_every=25, cap=10, steady_ties=True)
+        ids = await _listing(steady.fetch, window=8, page_size=20)
+        assert [j.job_id for j in steady.view()] == ids
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.parametrize("window", [1, 32])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.parametrize("page_size", [999, 1000])
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_the_largest_pages_peek_too(
+        self, page_size: int, descending: bool, window: int, seed: int
+    ) -> None:
+        """IEF refuses a limit over 1000: pages of 999 or 1000 asked no record
+        past their end, so ties swapped under balanced churn could hide a job
+        there. They now bring 998 new records, the peek included."""
+        server = ChurnServer(
+            2500,
+            creates=1,
+            deletes=1,
+            descending=descending,
+            seed=seed,
+            tie_every=3,
+        )
+        before = server.ids()
+
+        ids = await _listing(server.fetch, window=window, page_size=page_size)
+
+        _assert_exact(server, before, ids)
+        assert all(limit <= 1000 for _, limit in server.requests)
+
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.parametrize("window", [1, 32])
+    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_max_items_peeks_too(
+        self, descending: bool, window: int, seed: int
+    ) -> None:
+        """A walk with max_items asked no record past its pages: it peeks now,
+        so no job that sorts before the last one yielded is skipped."""
+        server = ChurnServer(
+            300,
+            creates=1,
+            deletes=1,
+            descending=descending,
+            seed=seed,
+            tie_every=3,
+            churning=300,
+        )
+        before = server.ids()
+
+        ids = await _listing(server.fetch, window=window, page_size=20, max_items=250)
+
+        assert 250 == len(ids) == len(set(ids))
+        times = {j.job_id: j.created_at for j in server.jobs}
+        yielded = set(ids)
+        # where the listing stopped: jobs sorting before it all came
+        reached = [times[i] for i in yielded if i in times]
+        edge = min(reached) if descending else max(reached)
+        skipped = [
+            i
+            for i in before & server.ids()
+            if i not in yielded and (times[i] > edge if descending else times[i] < edge)
+        ]
+        assert not skipped
 
     @pytest.mark.parametrize("seed", range(_SEEDS))
     @pytest.mark.parametrize("window", [1, 32])

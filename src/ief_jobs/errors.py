@@ -142,11 +142,15 @@ class DecodeError(IefError):
 @attrs.define(kw_only=True, eq=False)
 class ListingMovedError(IefError):
     """
-    Records moved so much while listing that the walk lost its place.
+    Records moved so much while listing that the walk lost its place, or the
+    server's answers leave no way to check that none was skipped.
 
     None of the records it yielded last could be found again within a bounded
     number of re-reads (a server capping pages at a few records under heavy
-    churn). Nothing was skipped: resume from *offset*, or list again.
+    churn); the server serves fewer than three records a request, too few to
+    check a page boundary; or more jobs share one ``created_at`` than a
+    request brings, in an order that changes on every read. Nothing was
+    skipped before *offset*: resume from there, or list again.
     """
 
     reason: str

@@ -9,14 +9,14 @@ The walk:
   yielding pages strictly in order;
 * asks each later page from one record before its start and one record past
   its end (a ``limit`` two larger, never an extra request; IEF refuses a
-  ``limit`` over 1000, so a ``page_size`` of 999 peeks past none, and one of
-  1000 or more overlaps within its own records instead) and checks that its
-  first record is the last one yielded, by ``job_id``, and that neither read
-  shows the jobs sharing that record's ``created_at`` go on across the
-  boundary (the record peeked past the earlier page, the second record of the
-  later one). When that
-  holds, every job that existed between the two reads is in one of the two
-  pages: nothing was skipped, and no record is looked at one by one;
+  ``limit`` over 1000, so a page brings at most 998 new records, and against
+  a server that caps ``limit`` each request fits the two in what it serves)
+  and checks that its first record is the last one yielded, by ``job_id``,
+  and that neither read shows the jobs sharing that record's ``created_at``
+  go on across the boundary (the record peeked past the earlier page, the
+  second record of the later one). When that holds, every job that existed
+  between the two reads is in one of the two pages: nothing was skipped, and
+  no record is looked at one by one;
 * when it does not hold (jobs were created or deleted, or jobs with equal
   ``created_at`` swapped places), tells what was yielded already by ``job_id``
   (from then on it keeps every id it yields) and yields the rest; a page that
@@ -24,51 +24,42 @@ The walk:
   boundary, so it re-reads from the last record yielded until it finds it
   again (``created_at`` only hints which way to look), a bounded number of
   requests, else `ListingMovedError`. Jobs sharing the ``created_at`` a
-  boundary splits (or may split, where no record past a page was read once
-  jobs came and went, but for a capped server) are read again, unless the
-  later page holds them all with a record on each side, until one read does:
-  their order may change on every read (a server ordering by a
-  ``created_at`` of whole seconds and nothing else), so only
-  such a read shows every one. Neither ``job_count`` nor the sort order
-  decides what is a duplicate: records are yielded in the order the server
-  sent them, whatever ``sort`` was asked, and none is dropped for where it
-  arrived;
+  boundary splits (or may split, where no record past a page was read) are
+  read again before the later page is yielded, in reads that grow until one
+  holds them all with a record on each side: their order may change on
+  every read (a server ordering by a ``created_at`` of whole seconds and
+  nothing else), so only such a read shows every one. Once more of them than
+  a page holds swap places, pages read at other moments show other parts of
+  them, so the walk reads one page at a time from then on. Neither
+  ``job_count`` nor the sort order decides what is a duplicate: records are
+  yielded in the order the server sent them, whatever ``sort`` was asked,
+  and none is dropped for where it arrived;
 * advances by what the pages hold, never ``offset + limit``, and fills in any
   short page instead of skipping past it;
 * ends at ``job_count`` (the peek past the last page shows a count that is
   stale), or, once a page holds records past ``job_count``, at the first
   short page (`JobCountStale`);
 * with *max_items*, shrinks the last request so it fetches no record it will not
-  yield (but the one it overlaps); never asks for a page past the end.
+  yield (but the one before it and the one past it); never asks for a page
+  past the end.
 
 So a job that exists for the whole walk is yielded exactly once, whatever jobs
 come and go meanwhile and however jobs of equal ``created_at`` swap places
 between reads, and a job created or deleted meanwhile at most once. Nothing of
 this costs a request when nothing changes (but the one re-read of jobs sharing
-a ``created_at`` that a boundary splits). Where that cannot hold, the walk
-says so with `ListingMovedError` rather than a short listing: records that
-move further than a page between two reads (a server capping pages at a few
-records under heavy churn). The limits that remain:
+a ``created_at`` that a boundary splits, and of the first boundary of a server
+whose cap the first page shows). Where that cannot hold, the walk says so with
+`ListingMovedError` rather than a short listing:
 
-* where no record past a page is read (a ``page_size`` of 999 or more, a
-  walk with *max_items*), a boundary that splits jobs sharing a
-  ``created_at`` shows only once jobs came and went visibly (``job_count``
-  changed, or a page did not begin with the last record); before that, as
-  many creations as deletions with such jobs swapping places can still hide
-  one. Against a server that caps ``limit`` below what was asked, only a
-  split that a page shows is read again (reading every boundary again would
-  double requests that already move little): such jobs swapping places on
-  every read while jobs come and go can still hide one there;
-* more jobs sharing one ``created_at`` than a page holds (``page_size`` - 1),
-  whose order changes on every read, cannot all be shown by one read, so one
-  of them can hide while jobs come and go;
-* a server that serves one or two records a request (or a ``page_size`` of
-  1) leaves no room for a record on each side of a boundary, so jobs sharing
-  a ``created_at`` are not read again. With one record a request the walk
-  reads one request at a time and ends in `ListingMovedError` as soon as
-  ``job_count`` falls (jobs were deleted); deletions balanced by as many
-  creations leave the count and every read alike and cannot be told, so a
-  record can then be skipped (duplicates are still told by ``job_id``).
+* records that move further than a page between two reads (a server capping
+  pages at a few records under heavy churn);
+* a server that serves fewer than three records a request: no read can hold
+  the last record yielded, a new one and one past it, so no boundary can be
+  checked (as many creations as deletions leave the count and every read
+  alike). The first page is yielded, then the walk raises;
+* more jobs sharing one ``created_at`` than one request brings, in an order
+  that changes between two reads of the same records: no read can show every
+  one. In an order that holds, the identity checks suffice, and the walk goes on.
 
 A changed or stale ``job_count`` is reported once per listing, as a warning
 whose text never varies (so the usual once-per-place filter keeps stderr quiet)
@@ -106,7 +97,9 @@ FetchPage = Callable[[int, int], Awaitable[JobPage]]
 _LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
 _KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
 _MISSES_MAX: Final = 16  # reads in a row that find no known record: 2**16 back
-_MEND_LEAST: Final = 3  # records a read needs to hold a job and one on each side
+# records a read needs to check a boundary (the last record yielded, a new one
+# and one past it) or to hold a job with a record on each side
+_READ_LEAST: Final = 3
 _MEND_READS: Final = 32  # reads that look for all of a tie's jobs at once
 _log: Final = logging.getLogger("ief_jobs")
 _job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
@@ -282,17 +275,19 @@ class _Walk:
         "chain",
         "churned",
         "count",
+        "crowded",
         "delivered",
         "fetch_page",
         "first",
         "follow",
         "lag",
+        "most",
+        "newest_first",
         "on_progress",
-        "overlap",
         "project_id",
         "reported",
         "resume",
-        "tally",
+        "size",
         "want",
         "widest",
     )
@@ -314,14 +309,18 @@ class _Walk:
         self.count = -1  # job_count as the latest page told it
         self.follow = False  # job_count is stale: the records tell the end
         self.churned = False  # job_count changed: jobs came or went
-        # job_count as the last of the one-record pages read one after another
-        self.tally = -1
+        self.crowded = False  # more jobs shared a created_at than a page holds
+        self.newest_first: bool | None = None  # the order reads showed lately
         self.reported: set[type[Warning]] = set()  # once per listing
-        # later pages start one record early; IEF refuses a limit over 1000,
-        # so a page_size of 1000 or more takes its overlap from its own records
+        # A later request asks from one record before its page (the overlap)
+        # to one past it (the peek). IEF refuses a limit over 1000, so a page
+        # of 999 or 1000 brings 998 new records; a larger page_size is the
+        # server's to take or refuse.
         size = query.page_size
-        self.ask = size + 1 if size < _LIMIT_MAX else size
-        self.overlap = 1
+        self.size = min(size, _LIMIT_MAX - 2) if size <= _LIMIT_MAX else size
+        self.ask = self.size + 1  # records a later request asks for, but the peek
+        # the most records a request brings (less where the server caps)
+        self.most = max(_LIMIT_MAX, self.size + 2)
         self.widest = 0  # the most records one page held
         self.lag = 0  # how far records had moved back when a re-read found them
         self.chain = _Chain(_KEPT_PAGES * self.ask)
@@ -329,11 +328,9 @@ class _Walk:
     @property
     def stride(self) -> int:
         """New records a full later page brings."""
-        return self.ask - self.overlap
+        return self.ask - 1
 
-    async def settle(
-        self, answer: Awaitable[JobPage], limit: int, serial: bool = False
-    ) -> JobPage:
+    async def settle(self, answer: Awaitable[JobPage], limit: int) -> JobPage:
         try:
             page = await answer
         except IefError as exc:
@@ -348,17 +345,8 @@ class _Walk:
             page = attrs.evolve(page, jobs=_distinct(jobs))
             n = len(page.jobs)
         self.widest = max(self.widest, n)
-        if serial and 0 <= page.job_count < self.tally:
-            # one record a page leaves no overlap to check: a deletion may
-            # have moved the next record onto the one read, unseen
-            raise ListingMovedError(
-                reason="jobs were deleted while listing a server that serves one "
-                "record a page, so a record may have been skipped",
-                project_id=self.project_id,
-                offset=self.resume,
-            )
-        if serial:
-            self.tally = page.job_count
+        if n and jobs[0].created_at != jobs[-1].created_at:
+            self.newest_first = jobs[0].created_at > jobs[-1].created_at
         if page.job_count != self.count and self.count >= 0:
             self.churned = True
             self.report(
@@ -400,19 +388,29 @@ class _Walk:
         Whether *page*, asked for *asked* records, is the last one.
 
         A short page that ``job_count`` says is not the last was capped by the
-        server: later requests ask for what it gave.
+        server: later requests ask for what it gave, the peek included. A
+        server that never gave three records leaves no room to check a
+        boundary (the last record yielded, a new one, one past it): that ends
+        in `ListingMovedError` rather than a listing that may have skipped.
         """
         n = len(page.jobs)
         if n >= asked:
             return not self.follow and page.offset + n >= page.job_count
         if self.follow or page.offset + n >= page.job_count or n == 0:
             return True
-        if n <= self.overlap:
-            if self.widest > 1:
-                return True  # nothing new where the count says more: stale
-            # one record a page leaves no room to overlap: read one at a time
-            self.overlap = 0
-        self.ask = min(self.ask, n)
+        if n == 1 and self.widest > 1:
+            return True  # nothing new where the count says more: stale
+        if self.widest < _READ_LEAST:
+            raise ListingMovedError(
+                reason=f"the server serves at most {self.widest} records a "
+                f"request, too few to check that no job moved past a page "
+                f"boundary (that takes {_READ_LEAST})",
+                project_id=self.project_id,
+                offset=self.resume,
+            )
+        if n >= _READ_LEAST:
+            self.most = min(self.most, n)
+            self.ask = min(self.ask, n - 1)
         return False
 
     def deliver(self, page: JobPage, picks: range | list[int]) -> JobPage | None:
@@ -464,31 +462,44 @@ class _Walk:
     def beyond(self, jobs: tuple[BatchJob, ...], past: BatchJob | None) -> None:
         """
         Note whether the boundary after *jobs* (just read) may split a tie:
-        *past*, the record read after them, shares the last one's created_at;
-        or it was not read, and jobs came and went (when nothing changed, a
-        tie split there shows on the next page).
+        *past*, the record read after them, shares the last one's created_at,
+        or was not read (a page cut short, a cap met late): then only the next
+        read can tell.
         """
-        if past is not None:
-            self.chain.ahead = past.created_at == jobs[-1].created_at
-        else:
-            # a capped server's pages are too few records to read ties again
-            # at every boundary under churn: there, only a tie a page shows
-            capped = self.ask < self.chain.keep // _KEPT_PAGES
-            self.chain.ahead = not capped and (self.churned or self.chain.shifted)
+        self.chain.ahead = past is None or past.created_at == jobs[-1].created_at
+
+    async def mend_before(
+        self, page: JobPage, picks: range | list[int]
+    ) -> tuple[JobPage | None, range | list[int]]:
+        """
+        Read the jobs sharing the created_at that the boundary before *page*
+        split, if it split one, before *page* is yielded (they sort before its
+        own records, and max_items may end the listing with it): the page of
+        those no read showed yet, and *picks* without them.
+        """
+        key, at = self.chain.tied, self.split(page)
+        if key is None or at is None:
+            return None, picks
+        mended = await self.mend(at, key)
+        if mended is None:
+            return None, picks
+        ids = self.chain.ids()
+        return mended, [i for i in picks if page.jobs[i].job_id not in ids]
 
     async def mend(self, at: int, key: datetime) -> JobPage | None:
         """
         Read from about *at* the jobs created at *key* that no read showed yet,
         until one read holds all of them with a record on each side (or the
         list's end): their order may change on every read, so only such a read
-        shows every one. Bounded: records that move too far between the reads
-        end in `ListingMovedError`.
+        shows every one. A read too small for them is doubled, up to what the
+        server serves. Where even that is too small, a second read of the same
+        records tells whether their order changes; if it does, no read can
+        show every one, and the walk says so (`ListingMovedError`). Bounded:
+        records that move too far between the reads end in it too.
         """
         chain, resume = self.chain, self.resume
         last, sure = chain.last, chain.sure
-        if self.ask < _MEND_LEAST:
-            chain.tied = None
-            return None  # no read holds a job with a record on each side
+        limit = min(self.ask + 1, self.most)  # at least _READ_LEAST
         found: dict[str, BatchJob] = {}
         page: JobPage | None = None
         # reads that held none of them: the last before them, the first past
@@ -496,14 +507,20 @@ class _Walk:
         above: int | None = None
         misses = 0
         for _ in range(_MEND_READS):
-            page = await self.settle(self.fetch_page(at, self.ask), self.ask)
+            page = await self.settle(self.fetch_page(at, limit), limit)
             jobs = page.jobs
+            short = len(jobs) < limit
+            if short and at + len(jobs) < page.job_count and len(jobs) >= _READ_LEAST:
+                # a cap the walk had not met: no read brings more, and this
+                # one does not end the list
+                self.most = limit = len(jobs)
+                short = False
             for i in chain.mend(jobs, key):
                 found.setdefault(jobs[i].job_id, jobs[i])
             ties = [i for i, job in enumerate(jobs) if job.created_at == key]
             if not ties:
                 # a read of one record or none is at the list's end: look back
-                side = _side(jobs, key) if len(jobs) > 1 else -1
+                side = _side(jobs, key, self.newest_first) if len(jobs) > 1 else -1
                 if side == 0:
                     break  # none of them left, or an order not by created_at
                 # look further on when the read sorts before them, else back,
@@ -515,10 +532,10 @@ class _Walk:
                     above = at
                 if below is not None and above is not None and above <= below + 1:
                     below = above = None  # moved meanwhile: look afresh
-                step = max(self.ask - 1, 1) << misses
+                step = max(limit - 2, 1) << misses
                 misses += 1
                 if below is not None and above is not None:
-                    at = max(below, (below + above - self.ask) // 2)
+                    at = max(below, (below + above - limit + 1) // 2)
                 elif side > 0:
                     at += step
                 else:
@@ -528,23 +545,40 @@ class _Walk:
             below = above = None
             misses = 0
             starts = ties[0] > 0 or at <= self.first
-            ends = ties[-1] < len(jobs) - 1 or len(jobs) < self.ask
+            ends = ties[-1] < len(jobs) - 1 or short
             if starts and ends:
                 break
-            if not starts and not ends:
-                break  # more of them than a read holds: see `walk_pages`
-            # place them so the side not seen yet gets most of the next read,
-            # leaving a few records for what moves meanwhile
+            # the next read is wider, up to what the server serves, and placed
+            # so the side not seen yet gets the room, leaving a few records
+            # for what moves meanwhile
+            wider = min(2 * limit, self.most)
+            crowded = (not starts or ties[0] <= 1) and not ends  # they fill it
+            self.crowded = self.crowded or crowded
+            if wider == limit and crowded:
+                # more of them than a read holds: whether their order holds
+                # between reads tells if the walk's own checks suffice
+                if await self.reordered(at, limit, key, jobs):
+                    when = key.isoformat()
+                    raise ListingMovedError(
+                        reason=f"more jobs share one created_at ({when}) than "
+                        f"one request brings ({limit}), and the server orders "
+                        "them differently on every read, so no read can show "
+                        "every one",
+                        project_id=self.project_id,
+                        offset=self.resume,
+                    )
+                break
             margin = max(1, (len(jobs) - (ties[-1] - ties[0] + 1)) // 4)
-            if starts:  # they go on past this read: read on from just before
-                if ties[0] <= 1:
-                    break  # more of them than a read holds: see `walk_pages`
-                at += ties[0] - min(margin, ties[0] - 1)
+            if not starts and not ends:  # all of it was theirs: widen both ways
+                at = max(self.first, at - (wider - limit) // 2)
+            elif starts:  # they go on past this read: read on from just before
+                if ties[0] > 1:
+                    at += ties[0] - min(margin, ties[0] - 1)
             else:  # they begin before this read: read from further back
-                room = len(jobs) - 1 - ties[-1]
-                # a short read ends the list: what it did not fill is room too
-                back = max(room - min(margin, room - 1), 1) + self.ask - len(jobs)
-                at = max(self.first, at - back)
+                # (a short read ends the list: what it did not fill is room too)
+                end = at + min(ties[-1] + 1 + margin, len(jobs))
+                at = max(self.first, min(at - 1, end - wider))
+            limit = wider
         else:
             raise ListingMovedError(
                 reason="records moved too far while listing to read jobs created "
@@ -562,6 +596,21 @@ class _Walk:
         if delivered is None:
             return None
         return attrs.evolve(delivered, offset=resume - len(delivered.jobs))
+
+    async def reordered(
+        self, at: int, limit: int, key: datetime, jobs: tuple[BatchJob, ...]
+    ) -> bool:
+        """
+        Whether a second read from *at* shows the jobs created at *key* that
+        *jobs* (the first read from there) holds in another order.
+        """
+        again = (await self.settle(self.fetch_page(at, limit), limit)).jobs
+        first = [job.job_id for job in jobs if job.created_at == key]
+        second = [job.job_id for job in again if job.created_at == key]
+        # jobs that came or went meanwhile do not tell the order: only the
+        # ones both reads hold
+        both = set(first).intersection(second)
+        return [i for i in first if i in both] != [i for i in second if i in both]
 
     async def reread(
         self, position: int, target: int
@@ -597,7 +646,7 @@ class _Walk:
         reads = 32 + 8 * math.ceil(max(target - position, 1) / max(self.stride, 1))
         while reads > 0:
             reads -= 1
-            expect = position - self.overlap  # where the last record was
+            expect = position - 1  # where the last record was
             at = max(self.first, expect + shift)
             asked = self.ask
             page = await self.settle(self.fetch_page(at, asked), asked)
@@ -618,7 +667,7 @@ class _Walk:
                 # ends are known, halfway between them
                 side = 0
                 if trust and chain.last is not None:
-                    side = _side(page.jobs, chain.last.created_at)
+                    side = _side(page.jobs, chain.last.created_at, self.newest_first)
                 if side > 0:
                     below = at + len(page.jobs) - 1
                 elif side < 0 or not page.jobs:
@@ -654,17 +703,15 @@ class _Walk:
             moved = -shift if chain.moved is None else expect - at - chain.moved
             if not linked:
                 self.lag = moved  # a first find: how far it had gone
-            shift = -max(min(2 * moved, (asked - self.overlap) // 2), 0)
+            shift = -max(min(2 * moved, (asked - 1) // 2), 0)
             linked, misses = True, 0
-            split, key = self.split(page), chain.tied
             self.beyond(page.jobs, None)  # no record read past this page
+            mended, picks = await self.mend_before(page, picks)
+            if mended is not None:
+                out.append(mended)
             delivered = self.deliver(page, picks)
             if delivered is not None:
                 out.append(delivered)
-            if split is not None and key is not None:
-                mended = await self.mend(split, key)
-                if mended is not None:
-                    out.append(mended)
             position = page.next_offset
             if self.delivered >= self.want or self.ends(page, asked):
                 return -1
@@ -708,12 +755,13 @@ async def walk_pages(
     walk = _Walk(fetch_page, query, project_id, on_progress)
     if walk.want <= 0:
         return
-    first_limit = int(min(query.page_size, walk.want))
-    # Unbounded, the first request peeks one record past its page, as a later
-    # one does: a record past job_count shows a stale count even where the
-    # count ends right at the first page's end, at no extra request. The page
-    # still ends at page_size (the next one starts a record early anyway).
-    first_ask = walk.ask if query.max_items is None else first_limit
+    first_limit = int(min(walk.size, walk.want))
+    # The first request peeks one record past its page, as a later one does:
+    # a record past job_count shows a stale count even where the count ends
+    # right at the first page's end, at no extra request; one sharing the
+    # last record's created_at, a tie the boundary splits. The page still
+    # ends at page_size (the next one starts a record early anyway).
+    first_ask = first_limit + 1
     page = await walk.settle(fetch_page(query.offset, first_ask), first_ask)
     past = None
     if len(page.jobs) > first_limit:
@@ -732,29 +780,24 @@ async def walk_pages(
     chain = walk.chain
 
     # (start, new records, records asked for, whether the last one is a peek,
-    # whether it was sent alone, the request), in order
-    pending: deque[tuple[int, int, int, bool, bool, asyncio.Future[JobPage]]]
+    # the request), in order
+    pending: deque[tuple[int, int, int, bool, asyncio.Future[JobPage]]]
     pending = deque()
     position = scheduled = page.next_offset
     bounded = query.max_items is not None
 
     def send(
         start: int, new: int
-    ) -> tuple[int, int, int, bool, bool, asyncio.Future[JobPage]]:
-        asked = new + walk.overlap
-        peek = bool(
-            not bounded and not walk.follow and walk.overlap and asked < _LIMIT_MAX
-        )
+    ) -> tuple[int, int, int, bool, asyncio.Future[JobPage]]:
+        asked = new + 1  # from the last record yielded
+        # one record more, at no extra request: whether it shares the last
+        # one's created_at tells if the boundary splits a tie; past job_count,
+        # that the count was stale (the next page starts with it anyway)
+        peek = asked < walk.most
         if peek:
-            # one record more, at no extra request: whether it shares the last
-            # one's created_at tells if the boundary splits a tie; past
-            # job_count, that the count was stale (and then it is yielded)
             asked += 1
-        # one record a page is read one request at a time: then a job_count
-        # that falls shows deletions that may have skipped a record
-        alone = not walk.overlap and not pending
-        request = asyncio.ensure_future(walk.fetch_page(start - walk.overlap, asked))
-        return start, new, asked, peek, alone, request
+        request = asyncio.ensure_future(walk.fetch_page(start - 1, asked))
+        return start, new, asked, peek, request
 
     try:
         while walk.delivered < walk.want:
@@ -762,9 +805,7 @@ async def walk_pages(
             if not walk.follow:
                 horizon = min(horizon, walk.count)
             scheduled = max(scheduled, position)
-            while (
-                len(pending) < (window if walk.overlap else 1) and scheduled < horizon
-            ):
+            while len(pending) < window and scheduled < horizon:
                 # only max_items shrinks a request: a full last page also takes
                 # in records that creations pushed past the end meanwhile
                 new = walk.stride
@@ -773,26 +814,31 @@ async def walk_pages(
                 pending.append(send(scheduled, new))
                 scheduled += new
             if pending:
-                start, new, asked, peek, alone, request = pending.popleft()
-                page = await walk.settle(request, asked, alone)
+                start, new, asked, peek, request = pending.popleft()
+                page = await walk.settle(request, asked)
                 past = None
-                if peek and not walk.follow and len(page.jobs) == asked:
+                if peek and len(page.jobs) == asked:
                     past, asked = page.jobs[-1], asked - 1
                     page = attrs.evolve(page, jobs=page.jobs[:-1])
-                picks = chain.link(page.jobs) if walk.overlap else _unseen(chain, page)
+                picks = chain.link(page.jobs)
                 if picks is not None:
                     if page.jobs:
                         walk.beyond(page.jobs, past)
-                    key = chain.tied
-                    split = None if key is None else walk.split(page)
+                    done, picks = await walk.mend_before(page, picks)
+                    if done is not None:
+                        yield done
                     done = walk.deliver(page, picks)
                     position = page.next_offset
                     if done is not None:
                         yield done
-                    if split is not None and key is not None:
-                        done = await walk.mend(split, key)
-                        if done is not None:
-                            yield done
+                    if walk.crowded and window > 1:
+                        # more jobs share a created_at than a page holds and
+                        # they swap places: pages read at other moments show
+                        # other parts of them, so read one at a time
+                        window = 1
+                        await _cancel_all(request for *_, request in pending)
+                        pending.clear()
+                        scheduled = position
                     if walk.ends(page, asked):
                         break
                     if position < start + new:
@@ -819,32 +865,26 @@ async def walk_pages(
         await _cancel_all(request for *_, request in pending)
 
 
-def _side(jobs: tuple[BatchJob, ...], key: datetime) -> int:
+def _side(jobs: tuple[BatchJob, ...], key: datetime, newest_first: bool | None) -> int:
     """
     Whether all of *jobs* sort before a job created at *key* (1) or after it
-    (-1), by their own order of created_at; 0 when that order does not tell.
+    (-1), by their own order of created_at (or, where they share one, by
+    *newest_first*, the order pages showed so far); 0 when that does not tell.
     A hint of where to look, never trusted to tell a record's identity.
     """
     if not jobs:
         return 0
     times = [job.created_at for job in jobs]
     head, tail = times[0], times[-1]
+    if head == tail and newest_first is not None and times.count(head) == len(times):
+        return (1 if head > key else -1 if head < key else 0) * (
+            1 if newest_first else -1
+        )
     if head < tail and times == sorted(times):  # oldest first
         return 1 if tail < key else -1 if head > key else 0
     if head > tail and times == sorted(times, reverse=True):  # newest first
         return 1 if tail > key else -1 if head < key else 0
     return 0
-
-
-def _unseen(chain: _Chain, page: JobPage) -> list[int]:
-    """Without an overlap to check (one record a page), skip only duplicates."""
-    if not page.jobs:
-        return []
-    picks = chain.link(page.jobs)
-    if picks is None:
-        chain.follow(page.jobs)
-        return list(range(len(page.jobs)))
-    return list(picks)
 
 
 async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage]]) -> None:

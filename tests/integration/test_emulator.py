@@ -18,6 +18,7 @@ from ief_jobs import (
     IefClient,
     JobStatus,
     JobType,
+    ListingMovedError,
     NotFoundError,
     RetryPolicy,
     ServerError,
@@ -64,7 +65,10 @@ class TestListing:
                 jobs = await ief.list_jobs(emulator.project_ids[0])
             expected = emulator.jobs(emulator.project_ids[0])[::-1]
             assert _ids(expected) == _ids(jobs)
-            assert 18 == emulator.stats.requests  # ceil(1234 / 70)
+            # the first page shows the cap; each later one brings 68 new
+            # records (one before them, one past), 1 + ceil(1164 / 68) = 19,
+            # and the first boundary, which no record past was read for, once
+            assert 20 == emulator.stats.requests
 
     @pytest.mark.parametrize(
         "sort", [SortOrder.CREATED_AT_ASC, SortOrder.CREATED_AT_DESC]
@@ -114,7 +118,7 @@ class TestListing:
 class TestFanOut:
     @given(
         totals=st.lists(st.integers(0, 300), min_size=1, max_size=4),
-        cap=st.integers(1, 120),
+        cap=st.integers(3, 120),  # fewer: see test_too_few_records_a_request
         page_size=st.integers(1, 150),
         concurrency=st.integers(1, 8),
         max_items=st.none() | st.integers(0, 320),
@@ -143,6 +147,18 @@ class TestFanOut:
             for pid in ids:
                 assert _ids(emulator.jobs(pid)[::-1][:max_items]) == seen[pid]
             assert emulator.stats.max_in_flight <= concurrency
+
+    async def test_too_few_records_a_request(self) -> None:
+        """A server serving two records a request leaves no room to check a
+        boundary: the listing fails with ListingMovedError, never lists on
+        unchecked."""
+        ids = project_ids_for(1, seed=5)
+        async with Emulator(
+            projects=ids, jobs=50, faults=Faults(page_cap=2)
+        ) as emulator:
+            async with _client(emulator, page_size=20) as ief:
+                with pytest.raises(ListingMovedError, match="too few to check"):
+                    await ief.list_jobs(ids[0])
 
     async def test_a_small_project_is_not_held_back_by_a_big_one(self) -> None:
         """Ten jobs listed after 20,000 arrive before 5% of the big project."""
