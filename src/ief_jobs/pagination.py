@@ -521,8 +521,11 @@ class _Walk:
             if not ties:
                 # a read of one record or none is at the list's end: look back
                 side = _side(jobs, key, self.newest_first) if len(jobs) > 1 else -1
-                if side == 0:
-                    break  # none of them left, or an order not by created_at
+                if side == 0 or (side > 0 and short) or (not jobs and at <= self.first):
+                    # none of them left (this read ends the list before where
+                    # they would be, or nothing is left of it), or an order
+                    # not by created_at
+                    break
                 # look further on when the read sorts before them, else back,
                 # further each time (they may be moving away); once both ends
                 # are known, halfway between them
