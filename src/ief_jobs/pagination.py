@@ -402,9 +402,10 @@ class _Walk:
             return True  # nothing new where the count says more: stale
         if self.widest < _READ_LEAST:
             raise ListingMovedError(
-                reason=f"the server serves at most {self.widest} records a "
-                f"request, too few to check that no job moved past a page "
-                f"boundary (that takes {_READ_LEAST})",
+                reason=f"the server serves at most {self.widest} "
+                f"record{'' if self.widest == 1 else 's'} a request, too few to "
+                f"check that no job moved past a page boundary (that takes "
+                f"{_READ_LEAST})",
                 project_id=self.project_id,
                 offset=self.resume,
             )
@@ -879,13 +880,13 @@ def _side(jobs: tuple[BatchJob, ...], key: datetime, newest_first: bool | None) 
         return 0
     times = [job.created_at for job in jobs]
     head, tail = times[0], times[-1]
+    ascending = head < tail and times == sorted(times)
+    descending = head > tail and times == sorted(times, reverse=True)
     if head == tail and newest_first is not None and times.count(head) == len(times):
-        return (1 if head > key else -1 if head < key else 0) * (
-            1 if newest_first else -1
-        )
-    if head < tail and times == sorted(times):  # oldest first
+        ascending, descending = not newest_first, newest_first
+    if ascending:
         return 1 if tail < key else -1 if head > key else 0
-    if head > tail and times == sorted(times, reverse=True):  # newest first
+    if descending:
         return 1 if tail > key else -1 if head < key else 0
     return 0
 
