@@ -124,15 +124,6 @@ def _flag(name: str, value: object) -> None:
         raise TypeError(msg)
 
 
-def _text(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        msg = f"{name} must be a str, not {value!r}"
-        raise TypeError(msg)
-    if not value:
-        msg = f"{name} must not be empty"
-        raise ValueError(msg)
-
-
 def _client_timeout(timeout: object) -> aiohttp.ClientTimeout:
     # seconds bound one whole request, as DESIGN.md promises
     if isinstance(timeout, aiohttp.ClientTimeout):
@@ -267,13 +258,12 @@ class IefClient:
                 f"IamPasswordAuth, or an Auth of your own), not {auth!r}"
             )
             raise TypeError(msg)
-        if instance_id is not None:
-            _text("instance_id", instance_id)
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             msg = f"session must be an aiohttp.ClientSession or None, not {session!r}"
             raise TypeError(msg)
         check_int("concurrency", concurrency, minimum=1)
-        ListQuery(page_size=page_size)  # the same check as every call's
+        # the same checks as every call's
+        ListQuery(page_size=page_size, instance_id=instance_id)
         if retry is not None and not isinstance(retry, RetryPolicy):
             msg = f"retry must be a RetryPolicy or None, not {retry!r}"
             raise TypeError(msg)
