@@ -20,14 +20,14 @@ import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import aiohttp
 import attrs
 import orjson
 from yarl import URL
 
+from ._closing import AsyncClosing
 from ._signing import (
     authorization,
     canonical_request,
@@ -173,7 +173,7 @@ class _Token:
     expires_at: float  # Unix seconds
 
 
-class IamPasswordAuth:
+class IamPasswordAuth(AsyncClosing):
     """
     Get IAM tokens with a user's password, one per project, and keep them fresh.
 
@@ -356,17 +356,6 @@ class IamPasswordAuth:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _project_of(headers: Mapping[str, str]) -> str:

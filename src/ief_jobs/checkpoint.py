@@ -26,10 +26,11 @@ import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, Protocol, Self, TypeVar, cast
 
 import attrs
+
+from ._closing import AsyncClosing
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -121,27 +122,7 @@ def _unpack_list(blob: bytes) -> list[bytes]:
     return items
 
 
-class _Store:
-    """What both stores share: ``async with`` closes them."""
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        raise NotImplementedError
-
-
-class SqliteCheckpoint(_Store):
+class SqliteCheckpoint(AsyncClosing):
     """
     A watch's state in one SQLite file (WAL mode), for a watch on one machine.
 
@@ -269,7 +250,7 @@ class SqliteCheckpoint(_Store):
         )
 
 
-class RedisCheckpoint(_Store):
+class RedisCheckpoint(AsyncClosing):
     """
     A watch's state in Redis, shared by watches on several machines.
 

@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 import aiohttp
 from yarl import URL
 
+from ._closing import AsyncClosing
 from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import NotFoundError
@@ -131,7 +132,7 @@ def _client_timeout(timeout: object) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=_positive("timeout", timeout, unit="seconds"))
 
 
-class Stream(AsyncGenerator[T, None]):
+class Stream(AsyncGenerator[T, None], AsyncClosing):
     """
     What the ``iter_*`` methods return: an async generator that is also an
     async context manager, so leaving the block stops the work behind it.
@@ -179,19 +180,8 @@ class Stream(AsyncGenerator[T, None]):
         """Stop: cancel the work behind the stream and wait for it. Idempotent."""
         await self._generator.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class IefClient:
+class IefClient(AsyncClosing):
     """
     An asyncio client for IEF's batch job listing.
 
@@ -375,14 +365,6 @@ class IefClient:
     async def __aenter__(self) -> Self:
         self._transport.ensure_session()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """

@@ -33,11 +33,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from types import TracebackType
 from typing import Any, Final, Self
 
 from aiohttp import web
 
+from ief_jobs._closing import AsyncClosing
 from ief_jobs.models import JobStatus, JobType
 
 from ._app import (
@@ -85,7 +85,7 @@ def project_ids_for(count: int, *, seed: int = 0) -> list[str]:
 _WORLD: Final = 0x5EED  # the world's dice differ from the data's, per project
 
 
-class Emulator:
+class Emulator(AsyncClosing):
     """
     An IEF emulator on ``127.0.0.1``, as an async context manager.
 
@@ -365,11 +365,3 @@ class Emulator:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
