@@ -203,6 +203,51 @@ class TestGeneratedFastPath:
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             fast.job_name = "changed"  # type: ignore[misc]
 
+    @given(
+        seconds=st.lists(
+            st.integers(min_value=-(2**40), max_value=2**40)
+            | st.integers(min_value=-62_135_596_800 - 7200, max_value=-62_135_596_800)
+            | st.integers(min_value=253_402_300_799 - 7200, max_value=253_402_300_799),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def test_times_equal_fromtimestamp_or_fail_alike(self, seconds: list[int]) -> None:
+        """Remembered hour starts give what fromtimestamp gives, in any order."""
+        base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        for second in seconds:
+            record = {**base, "created_at": second, "status_last_updated_at": second}
+            try:
+                expected = datetime.fromtimestamp(second, UTC)
+            except (OverflowError, OSError, ValueError):
+                with pytest.raises((OverflowError, OSError, ValueError)):
+                    codec._structure_job_fast(record, BatchJob)
+                continue
+            job = codec._structure_job_fast(record, BatchJob)
+            assert (expected, expected) == (job.created_at, job.status_last_updated_at)
+            assert UTC is job.created_at.tzinfo
+
+    def test_remembered_hours_are_bounded(self) -> None:
+        """A list over more hours than are kept decodes right, in bounded memory."""
+        kept = codec._HOURS_KEPT
+        base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        # every record an hour apart, its update half an hour later, and back again
+        seconds = [1_600_000_000 + 3600 * i + 7 for i in range(kept + 50)]
+        records = [
+            {**base, "created_at": s, "status_last_updated_at": s + 1800}
+            for s in seconds + seconds[:50]
+        ]
+
+        jobs = codec._structure_jobs_fast(records)
+
+        assert [datetime.fromtimestamp(s, UTC) for s in seconds + seconds[:50]] == [
+            job.created_at for job in jobs
+        ]
+        assert [
+            datetime.fromtimestamp(s + 1800, UTC) for s in seconds + seconds[:50]
+        ] == [job.status_last_updated_at for job in jobs]
+        assert len(codec._hour_starts) <= kept
+
     def test_a_class_with_checks_is_built_through_its_init(self) -> None:
         """A class whose __init__ does more than store (a validator) is called."""
 
