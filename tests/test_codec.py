@@ -248,6 +248,52 @@ class TestGeneratedFastPath:
         ] == [job.status_last_updated_at for job in jobs]
         assert len(codec._hour_starts) <= kept
 
+    @pytest.mark.parametrize(
+        ("decorate", "builds_plainly"),
+        [
+            (attrs.frozen(weakref_slot=False), True),
+            (attrs.frozen(slots=False), True),
+            (attrs.frozen, False),  # a __weakref__ slot: no plain class matches
+            (attrs.frozen(cache_hash=True, weakref_slot=False), False),
+        ],
+    )
+    def test_every_layout_builds_ordinary_instances(
+        self, decorate: Any, builds_plainly: bool
+    ) -> None:
+        """Where no plain class can become the record, its __init__ builds it."""
+
+        @decorate
+        class Shaped:
+            job_id: str
+            created_at: datetime
+
+        one, many = codec._make_fast_structure(Shaped)
+        record = {"job_id": "j", "created_at": 7200}
+        built = Shaped("j", datetime(1970, 1, 1, 2, tzinfo=UTC))
+
+        assert builds_plainly == (codec._building_class(Shaped) is not None)
+        assert (built, built) == (one(record, Shaped), *many([record]))
+        assert Shaped is type(one(record, Shaped))
+        assert hash(built) == hash(one(record, Shaped))
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            one(record, Shaped).job_id = "k"
+
+    def test_a_subclass_is_built_through_its_init(self) -> None:
+        """A base's slots and __setattr__ are its own: the subclass is called."""
+
+        @attrs.frozen(weakref_slot=False)
+        class Base:
+            job_id: str
+
+        @attrs.frozen(weakref_slot=False)
+        class Derived(Base):
+            note: str = ""
+
+        one, _ = codec._make_fast_structure(Derived)
+
+        assert codec._building_class(Derived) is None
+        assert Derived("j", "n") == one({"job_id": "j", "note": "n"}, Derived)
+
     def test_a_class_with_checks_is_built_through_its_init(self) -> None:
         """A class whose __init__ does more than store (a validator) is called."""
 

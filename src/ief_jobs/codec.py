@@ -109,10 +109,10 @@ def _structure_status(value: Any, _: type) -> JobStatus | str:
 # Two aware datetimes a record cost ~2 x 330 ns through ``fromtimestamp``, a
 # third of what structuring costs; the start of the hour, remembered, plus a
 # ready timedelta costs ~140 ns. Jobs are listed in creation order, so one hour
-# serves many records; a list sparse in time pays ~170 ns more per time (a
-# miss), and such a list is short. Equal to ``fromtimestamp`` for every int
-# (the tests hold it to that); a float keeps ``fromtimestamp``, microseconds
-# and all.
+# serves many records; where every time falls in an hour of its own, each costs
+# ~130 ns more than ``fromtimestamp`` (a list that sparse is a short one). Equal
+# to ``fromtimestamp`` for every int (the tests hold it to that); a float keeps
+# ``fromtimestamp``, microseconds and all.
 _HOUR: Final = 3600
 _HOURS_KEPT: Final = 4096  # at most ~0.5 MB; cleared when full
 _hour_starts: Final[dict[int, datetime]] = {}
@@ -197,13 +197,14 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
         "    raise TypeError('a field of the wrong JSON type')",
         *converts,
     ]
-    if _can_build_unfrozen(cls):
-        # A frozen attrs class's __init__ writes through its instance dict,
-        # which costs twice a plain attribute store (half of what a record
-        # costs beyond orjson). The same fields are set on a plain object of an
-        # identical layout, which then becomes the frozen class: equal, hashable
-        # and immutable like any other instance (the tests hold it to that).
-        namespace["_Building"] = type(f"_Building{cls.__name__}", (), {})
+    building = _building_class(cls)
+    if building is not None:
+        # A frozen attrs class's __init__ writes each field through
+        # object.__setattr__, which costs more than the rest of a record. The
+        # same fields are set on a plain object of an identical layout, which
+        # then becomes the frozen class: equal, hashable and immutable like
+        # any other instance (the tests hold it to that).
+        namespace["_Building"] = building
         lines.append("_record = _Building()")
         lines += [f"_record.{f.name} = {f.name}" for f in fields]
         # a plain store: _Building has object's __setattr__ (no call to it)
@@ -213,17 +214,30 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), namespace
 
 
-def _can_build_unfrozen(cls: type) -> bool:
-    """Whether *cls*'s __init__ only stores its fields (nothing to run, no slots)."""
-    return (
-        "__slots__" not in cls.__dict__
-        and not hasattr(cls, "__attrs_post_init__")
-        and not hasattr(cls, "__attrs_pre_init__")
-        and all(
-            f.validator is None and f.converter is None and f.init
-            for f in attrs.fields(cls)
-        )
-    )
+def _building_class(cls: type) -> type | None:
+    """
+    A plain class whose instances can become *cls*'s once their fields are
+    set, or None where *cls*'s __init__ does more than store its fields or no
+    plain class has its layout (a base class, a ``__weakref__`` slot).
+    """
+    fields = attrs.fields(cls)
+    if (
+        cls.__bases__ != (object,)  # a base's __setattr__ or slots
+        or hasattr(cls, "__attrs_post_init__")
+        or hasattr(cls, "__attrs_pre_init__")
+        or any(f.validator or f.converter or not f.init for f in fields)
+    ):
+        return None
+    slots = cls.__dict__.get("__slots__")
+    if slots is not None and set(slots) != {f.name for f in fields}:
+        return None  # a weakref or cached-hash slot: not only the fields
+    namespace = {} if slots is None else {"__slots__": slots}
+    building = type(f"_Building{cls.__name__}", (), namespace)
+    try:
+        building().__class__ = cls  # Python's own check of the two layouts
+    except TypeError:
+        return None
+    return building
 
 
 def _make_fast_structure(

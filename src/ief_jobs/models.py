@@ -62,9 +62,12 @@ class SortOrder(enum.StrEnum):
     CREATED_AT_ASC = "created_at:asc"
 
 
-# slots=False: a frozen dict class sets its fields a third faster than a slotted
-# one, and building records is most of the decoding cost (bench_decode.py).
-@attrs.frozen(slots=False)
+# Slotted, without a __weakref__ slot: the codec builds each record as a plain
+# object of the same layout and then makes it a BatchJob (bench_decode.py), and
+# Python allows that only where the layouts match, which a weakref slot spoils.
+# A slotted record is one object the garbage collector tracks, not two (it and
+# its __dict__), and ~120 bytes smaller.
+@attrs.frozen(weakref_slot=False)
 class BatchJob:
     """
     One batch job as IEF lists it. Immutable and hashable.
