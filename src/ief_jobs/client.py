@@ -23,8 +23,9 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
+from operator import attrgetter
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -161,10 +162,15 @@ class Stream(AsyncGenerator[T, None], AsyncClosing):
     def __aiter__(self) -> Self:
         return self
 
-    # the generator's own awaitable, not a coroutine of ours: nothing extra
-    # per item (typeshed types it as a Coroutine of Any)
-    def __anext__(self) -> Coroutine[Any, Any, T]:
-        return self._next()
+    if TYPE_CHECKING:  # typeshed types the generator's awaitable as a Coroutine
+
+        def __anext__(self) -> Coroutine[Any, Any, T]: ...
+
+    else:
+        # ``async for`` looks __anext__ up on the class and calls what it
+        # finds; a C-level property hands it the generator's own bound
+        # __anext__, so no frame of ours runs per item
+        __anext__ = property(attrgetter("_next"))
 
     async def asend(self, value: None) -> T:
         """Send *value* in (always None here): the next item."""

@@ -143,8 +143,15 @@ _FAST_FIELDS: Final[dict[object, tuple[str, tuple[str, ...]]]] = {
             "    {v} = _from_timestamp({v}, _UTC)",
         ),
     ),
-    JobType | str: ("_type({v}) is not _str", ("{v} = _job_type({v}, {v})",)),
-    JobStatus | str: ("_type({v}) is not _str", ("{v} = _job_status({v}, {v})",)),
+    # an unknown value stays a str; a try costs nothing until it catches
+    JobType | str: (
+        "_type({v}) is not _str",
+        ("try:", "    {v} = _JOB_TYPES[{v}]", "except KeyError:", "    pass"),
+    ),
+    JobStatus | str: (
+        "_type({v}) is not _str",
+        ("try:", "    {v} = _JOB_STATUSES[{v}]", "except KeyError:", "    pass"),
+    ),
 }
 
 
@@ -166,8 +173,8 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
         "_hour_starts_get": _hour_starts.get,
         "_divmod": divmod,
         "_len": len,
-        "_job_type": _JOB_TYPES.get,
-        "_job_status": _JOB_STATUSES.get,
+        "_JOB_TYPES": _JOB_TYPES,
+        "_JOB_STATUSES": _JOB_STATUSES,
     }
     required = [f.name for f in fields if f.default is attrs.NOTHING]
     if len(required) > 1:  # one C call for every lookup
