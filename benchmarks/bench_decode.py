@@ -34,12 +34,14 @@ def _median_of_interleaved(
     repeats: int, runs: dict[str, Callable[[], int]]
 ) -> dict[str, tuple[float, float, int]]:
     """Per decoder: median wall seconds, median CPU seconds, records decoded."""
-    # one round runs every decoder once, so a noisy moment hits them alike
+    # one round runs every decoder once, so a noisy moment hits them alike;
+    # every other round in reverse, so none always runs first
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     counts = dict.fromkeys(runs, 0)
-    for _ in range(repeats):
-        for name, run in runs.items():
+    order = list(runs.items())
+    for round_ in range(repeats):
+        for name, run in order if round_ % 2 == 0 else reversed(order):
             start, cpu_start = time.perf_counter(), time.process_time()
             counts[name] = run()
             wall[name].append(time.perf_counter() - start)

@@ -280,8 +280,12 @@ def run_scenario(name: str, repeats: int, *, skip: set[str]) -> Result:
     build: list[float] = []
     requests: dict[str, int] = {}
     try:
-        for _ in range(repeats):
-            for strategy, run in strategies.items():  # interleaved repeats
+        for round_ in range(repeats):
+            # interleaved repeats, every other round in reverse: a strategy that
+            # always ran first (or right after another) would meet the same
+            # moment of a noisy machine, or a warmer emulator, each time
+            order = list(strategies.items())
+            for strategy, run in order if round_ % 2 == 0 else reversed(order):
                 started, cpu_started = time.perf_counter(), time.process_time()
                 records, sent = run(info, spec["page_size"])
                 wall[strategy].append(time.perf_counter() - started)
