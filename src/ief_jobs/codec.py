@@ -127,7 +127,7 @@ _FAST_FIELDS: Final[dict[object, tuple[str, tuple[str, ...]]]] = {
     int: ("_type({v}) is not _int", ()),
     datetime: (
         "(_type({v}) is not _int and _type({v}) is not _float)",
-        # _unix_seconds, inlined: a call costs as much as what it saves
+        # inline: a call per value would cost what remembering saves
         (
             "if _type({v}) is _int:",
             "    _hour, _into = _divmod({v}, _HOUR)",
