@@ -15,6 +15,10 @@ from _support import EXAMPLE, wire_jobs
 from ief_jobs import BatchJob, DecodeError, JobPage, JobStatus, JobType, codec
 from ief_jobs.codec import decode_page
 
+# the hours of Unix time an aware datetime holds (years 1 to 9999)
+_FIRST_HOUR = int(datetime(1, 1, 1, tzinfo=UTC).timestamp()) // 3600
+_LAST_HOUR = int(datetime(9999, 12, 31, 23, tzinfo=UTC).timestamp()) // 3600
+
 
 def _body(**changes: Any) -> bytes:
     job = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
@@ -204,28 +208,38 @@ class TestGeneratedFastPath:
             fast.job_name = "changed"  # type: ignore[misc]
 
     @given(
-        seconds=st.lists(
-            st.integers(min_value=-(2**40), max_value=2**40)
-            | st.integers(min_value=-62_135_596_800 - 7200, max_value=-62_135_596_800)
-            | st.integers(min_value=253_402_300_799 - 7200, max_value=253_402_300_799),
-            min_size=1,
-            max_size=6,
-        )
+        hour=st.integers(min_value=_FIRST_HOUR, max_value=_LAST_HOUR),
+        into=st.lists(st.integers(min_value=0, max_value=3599), min_size=2),
     )
-    def test_times_equal_fromtimestamp_or_fail_alike(self, seconds: list[int]) -> None:
-        """Remembered hour starts give what fromtimestamp gives, in any order."""
+    def test_times_equal_fromtimestamp(self, hour: int, into: list[int]) -> None:
+        """Seconds of one hour, the first a miss and the rest hits, as fromtimestamp."""
+        codec._hour_starts.clear()
         base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
-        for second in seconds:
-            record = {**base, "created_at": second, "status_last_updated_at": second}
-            try:
-                expected = datetime.fromtimestamp(second, UTC)
-            except (OverflowError, OSError, ValueError):
-                with pytest.raises((OverflowError, OSError, ValueError)):
-                    codec._structure_job_fast(record, BatchJob)
-                continue
+        for second in (hour * 3600 + i for i in into):
+            # created_at misses or hits; the update a second later hits or misses
+            later = min(second + 1, 253_402_300_799)
+            record = {**base, "created_at": second, "status_last_updated_at": later}
+
             job = codec._structure_job_fast(record, BatchJob)
-            assert (expected, expected) == (job.created_at, job.status_last_updated_at)
+
+            assert datetime.fromtimestamp(second, UTC) == job.created_at
+            assert datetime.fromtimestamp(later, UTC) == job.status_last_updated_at
             assert UTC is job.created_at.tzinfo
+            assert UTC is job.status_last_updated_at.tzinfo
+
+    @given(
+        second=st.integers(min_value=-(2**70), max_value=_FIRST_HOUR * 3600 - 1)
+        | st.integers(min_value=(_LAST_HOUR + 1) * 3600, max_value=2**70)
+    )
+    def test_times_out_of_range_fail_as_fromtimestamp(self, second: int) -> None:
+        """A time no datetime holds raises what fromtimestamp raises, hit or miss."""
+        base = orjson.loads(EXAMPLE.read_bytes())["jobs"][0]
+        with pytest.raises(Exception) as expected:
+            datetime.fromtimestamp(second, UTC)
+        for _ in range(2):  # a miss, then what a miss may have left behind
+            record = {**base, "created_at": second}
+            with pytest.raises(expected.type):
+                codec._structure_job_fast(record, BatchJob)
 
     def test_remembered_hours_are_bounded(self) -> None:
         """A list over more hours than are kept decodes right, in bounded memory."""
