@@ -292,6 +292,30 @@ class TestGeneratedFastPath:
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             one(record, Shaped).job_id = "k"
 
+    def test_a_factory_default_is_called_per_record(self) -> None:
+        """A default made by a factory stands in fresh for a null or missing value."""
+
+        @attrs.frozen(kw_only=True)
+        class Tagged:
+            job_id: str = attrs.field(validator=attrs.validators.min_len(1))
+            note: str = attrs.Factory(lambda: "none")
+
+        one, many = codec._make_fast_structure(Tagged)
+
+        assert Tagged(job_id="j", note="none") == one({"job_id": "j"}, Tagged)
+        assert (Tagged(job_id="j", note="n"),) == many([{"job_id": "j", "note": "n"}])
+
+    def test_a_field_named_as_the_generated_code_is_refused(self) -> None:
+        """A field may not shadow a helper or a local of the generated code."""
+
+        @attrs.frozen
+        class Clashing:
+            job_id: str
+            _record: str
+
+        with pytest.raises(TypeError, match=r"Clashing\._record: the name is taken"):
+            codec._make_fast_structure(Clashing)
+
     def test_a_subclass_is_built_through_its_init(self) -> None:
         """A base's slots and __setattr__ are its own: the subclass is called."""
 

@@ -167,9 +167,10 @@ class Stream(AsyncGenerator[T, None], AsyncClosing):
         def __anext__(self) -> Coroutine[Any, Any, T]: ...
 
     else:
-        # ``async for`` looks __anext__ up on the class and calls what it
-        # finds; a C-level property hands it the generator's own bound
-        # __anext__, so no frame of ours runs per item
+        # ``async for`` and ``anext()`` look __anext__ up on the class and call
+        # what they find; a C-level property hands them the generator's own
+        # bound __anext__, so no frame of ours runs per item (``stream.__anext__()``
+        # works too; only the unbound ``Stream.__anext__(stream)`` does not)
         __anext__ = property(attrgetter("_next"))
 
     async def asend(self, value: None) -> T:

@@ -155,6 +155,12 @@ _FAST_FIELDS: Final[dict[object, tuple[str, tuple[str, ...]]]] = {
 }
 
 
+# the generated code's own locals, besides the helpers in its namespace
+_LOCALS: Final = frozenset(
+    {"o", "_", "_record", "_hour", "_into", "_start", "records", "out", "append"}
+)
+
+
 def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
     """The body that turns one wire dict ``o`` into ``cls`` (in ``_record``)."""
     fields = attrs.fields(attrs.resolve_types(cls))
@@ -189,13 +195,25 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
             raise TypeError(msg)
         check, convert = _FAST_FIELDS[field.type]
         name = field.name
-        if field.default is not attrs.NOTHING:
+        if name in namespace or name in _LOCALS:
+            msg = f"no fast structure for {cls.__name__}.{name}: the name is taken"
+            raise TypeError(msg)
+        default = field.default
+        if default is not attrs.NOTHING:
             # null or missing: the default stands in (Go writes "" as null)
-            namespace[f"_default_{name}"] = field.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                if default.takes_self:
+                    msg = f"no fast structure for {cls.__name__}.{name}: takes_self"
+                    raise TypeError(msg)
+                namespace[f"_default_{name}"] = default.factory
+                stand_in = f"_default_{name}()"
+            else:
+                namespace[f"_default_{name}"] = default
+                stand_in = f"_default_{name}"
             lines += [
                 f"{name} = o.get({name!r})",
                 f"if {name} is None:",
-                f"    {name} = _default_{name}",
+                f"    {name} = {stand_in}",
             ]
         checks.append(check.format(v=name))
         converts += [line.format(v=name) for line in convert]
@@ -217,7 +235,8 @@ def _fast_structure_source(cls: type) -> tuple[str, dict[str, Any]]:
         # a plain store: _Building has object's __setattr__ (no call to it)
         lines.append("_record.__class__ = _cls")
     else:
-        lines.append(f"_record = _cls({', '.join(f.name for f in fields)})")
+        arguments = ", ".join(f"{f.alias}={f.name}" for f in fields)
+        lines.append(f"_record = _cls({arguments})")
     return "\n".join(lines), namespace
 
 

@@ -64,7 +64,8 @@ class SortOrder(enum.StrEnum):
 
 # Slotted, without a __weakref__ slot: the codec builds each record as a plain
 # object of the same layout and then makes it a BatchJob (bench_decode.py), and
-# Python allows that only where the layouts match, which a weakref slot spoils.
+# Python allows that only where the layouts match, which a weakref slot spoils
+# (on Python 3.11, where it follows the other slots).
 # A slotted record is one object the garbage collector tracks, not two (it and
 # its __dict__), and ~120 bytes smaller.
 @attrs.frozen(weakref_slot=False)

@@ -261,7 +261,13 @@ class _Chain:
 
 def _with_jobs(page: JobPage, jobs: tuple[BatchJob, ...]) -> JobPage:
     """*page* holding *jobs* instead (a third of what ``attrs.evolve`` costs)."""
-    return JobPage(page.project_id, page.offset, page.job_count, jobs, page.request_id)
+    return JobPage(
+        project_id=page.project_id,
+        offset=page.offset,
+        job_count=page.job_count,
+        jobs=jobs,
+        request_id=page.request_id,
+    )
 
 
 def _distinct(jobs: tuple[BatchJob, ...]) -> tuple[BatchJob, ...]:
