@@ -14,7 +14,9 @@ import os
 import random
 import warnings
 import zlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import attrs
 import pytest
@@ -28,6 +30,15 @@ from test_pagination import _job as _listed_job
 
 _T0 = datetime(2024, 1, 1, tzinfo=UTC)
 _SEEDS = int(os.environ.get("IEF_JOBS_CHURN_SEEDS", "3"))
+_Test = TypeVar("_Test", bound=Callable[..., Awaitable[None]])
+
+
+def _every_seed_window_and_order(test: _Test) -> _Test:
+    """Run *test* for every seed, with 1 and 32 pages in flight, in both orders."""
+    orders = pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    windows = pytest.mark.parametrize("window", [1, 32])
+    seeds = pytest.mark.parametrize("seed", range(_SEEDS))
+    return seeds(windows(orders(test)))
 
 
 def _job(serial: int, *, second: int | None = None) -> BatchJob:
@@ -125,9 +136,7 @@ def _assert_exact(server: ChurnServer, before: set[str], ids: list[str]) -> None
 
 
 class TestChurn:
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize(
         ("creates", "deletes"), [(1, 1), (3, 3), (5, 5), (0, 3), (3, 1)]
     )
@@ -147,9 +156,7 @@ class TestChurn:
 
         _assert_exact(server, before, ids)
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize("tie_every", [1, 3])
     @pytest.mark.parametrize("cap", [3, 7, 50])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
@@ -194,9 +201,7 @@ class TestChurn:
 
         _assert_exact(server, before, ids)
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize("cap", [1, 2])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_one_or_two_records_a_page_under_balanced_churn(
@@ -220,9 +225,7 @@ class TestChurn:
         with pytest.raises(ListingMovedError, match="too few to check"):
             await _listing(server.fetch, window=window, page_size=10)
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize(("creates", "deletes"), [(0, 0), (1, 1), (0, 1), (1, 0)])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_more_ties_than_a_page_holds(
@@ -259,9 +262,7 @@ class TestChurn:
         ids = await _listing(steady.fetch, window=8, page_size=20)
         assert [j.job_id for j in steady.view()] == ids
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize("page_size", [999, 1000])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_the_largest_pages_peek_too(
@@ -285,9 +286,7 @@ class TestChurn:
         _assert_exact(server, before, ids)
         assert all(limit <= 1000 for _, limit in server.requests)
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
     async def test_max_items_peeks_too(
         self, descending: bool, window: int, seed: int
@@ -332,9 +331,7 @@ class TestChurn:
         assert sorted(server.ids()) == sorted(ids)
         assert len(server.requests) < 500
 
-    @pytest.mark.parametrize("seed", range(_SEEDS))
-    @pytest.mark.parametrize("window", [1, 32])
-    @pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+    @_every_seed_window_and_order
     @pytest.mark.parametrize("tie_every", [2, 3, 7])
     @pytest.mark.parametrize(("creates", "deletes"), [(1, 1), (0, 3), (3, 1), (1, 0)])
     @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
