@@ -34,6 +34,7 @@ from .errors import (
     ListingMovedError,
     NotFoundError,
     ServerError,
+    StateError,
     ThrottledError,
     TransportError,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "ServerError",
     "SortOrder",
     "SqliteCheckpoint",
+    "StateError",
     "Stream",
     "ThrottledError",
     "TokenAuth",

@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 import click
@@ -43,6 +43,7 @@ from . import (
     RedisCheckpoint,
     SortOrder,
     SqliteCheckpoint,
+    Stream,
     TokenAuth,
     auth_from_env,
 )
@@ -656,6 +657,18 @@ def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     "shared by shards (or set IEF_JOBS_STATE, to keep a password out of ps).",
 )
 @click.option(
+    "--reset-state",
+    is_flag=True,
+    help="Start the --state over: after changing the endpoint, instance, "
+    "--job-type or --only-unfinished it was kept for (it is refused otherwise).",
+)
+@click.option(
+    "--lease-ttl",
+    type=_Seconds(),
+    help="Seconds a Redis --state stays owned by this watcher without a poll "
+    "(default: three intervals, at least 10); a second watcher fails at start.",
+)
+@click.option(
     "--shard",
     callback=_shard,
     metavar="INDEX/COUNT",
@@ -682,6 +695,8 @@ def watch(
     emit_existing: bool,
     only_unfinished: bool,
     state: str | None,
+    reset_state: bool,
+    lease_ttl: float | None,
     shard: tuple[int, int] | None,
     max_events: int | None,
     output: str | None,
@@ -690,9 +705,12 @@ def watch(
     Print the changes of PROJECT_IDS' batch jobs as they happen.
 
     With --state, a restart resumes: it prints what changed meanwhile, and
-    nothing it printed before (after a crash, at most the line it was printing;
-    each JSON line's event_id lets a reader drop that one). Ctrl-C and SIGTERM
-    stop cleanly.
+    nothing it printed before. A line counts as taken once written and
+    flushed: after a crash at most the line being printed comes again (its
+    event_id lets a reader drop it); a line whose write fails (the reader is
+    gone) is not taken, and the command ends quietly. Lines already in a
+    pipe's buffer when its reader dies are lost to that reader (up to 64 KiB,
+    hundreds of lines). Ctrl-C and SIGTERM stop cleanly.
     """
     output = output or ("lines" if sys.stdout.isatty() else "jsonl")
     client = _make_client(endpoint, region, instance_id, insecure)
@@ -712,6 +730,8 @@ def watch(
                 only_unfinished=only_unfinished,
                 checkpoint=checkpoint,
                 shard=shard,
+                reset_state=reset_state,
+                lease_ttl=lease_ttl,
             )
             if checkpoint is not None:
                 stack.push_async_callback(checkpoint.aclose)
@@ -720,6 +740,8 @@ def watch(
             except asyncio.CancelledError:
                 if not terminated():
                     raise
+            except BrokenPipeError:
+                _reader_gone()
             except _state_errors() as exc:
                 # a Redis URL may hold a password: name the store, not the URL
                 where = (
@@ -733,10 +755,24 @@ def watch(
         _run(run())
 
 
+def _reader_gone() -> None:
+    """
+    The reader of stdout went away (``watch | head``): end quietly, as ``list
+    | head`` does. The line that failed was not taken: it comes first next time.
+    """
+    # what is left in our buffer can never be written: point stdout at
+    # /dev/null, so that the interpreter's last flush does not complain
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 async def _print_events(
-    events: AsyncGenerator[JobEvent, None], output: str, max_events: int | None
+    events: Stream[JobEvent], output: str, max_events: int | None
 ) -> None:
-    async with contextlib.aclosing(events):
+    # async with, not aclosing: a line that cannot be written (EPIPE) leaves
+    # the block with an exception, so the watch keeps it for redelivery
+    async with events:
         seen = 0
         async for event in events:
             if output == "jsonl":
