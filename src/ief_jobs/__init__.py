@@ -52,7 +52,8 @@ from .models import (
 )
 from .pagination import JobCountChanged, JobCountStale
 from .retry import NO_RETRIES, RetryPolicy
-from .watch import JobEvent, JobEventKind
+from .sink import RedisStreamSink
+from .watch import JobEvent, JobEventKind, Sink
 
 __all__ = [
     "NO_RETRIES",
@@ -82,10 +83,12 @@ __all__ = [
     "Progress",
     "ProjectChanges",
     "RedisCheckpoint",
+    "RedisStreamSink",
     "RefreshableAuth",
     "RetryPolicy",
     "SavedProject",
     "ServerError",
+    "Sink",
     "SortOrder",
     "SqliteCheckpoint",
     "StateError",

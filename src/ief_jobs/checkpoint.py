@@ -482,6 +482,11 @@ class RedisCheckpoint(AsyncClosing):
         # the client's repr may carry a password from its URL: not ours to show
         return f"RedisCheckpoint(prefix={self.prefix!r})"
 
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        """The Redis client it writes with (a sink on it can join a save)."""
+        return self._client
+
     def location(self, project_id: str) -> str:
         """The project's Redis key, as messages name it."""
         return f"Redis key {self._keys(project_id)[1]}"
@@ -555,27 +560,31 @@ class RedisCheckpoint(AsyncClosing):
         )
         raise StateError(reason=msg, project_id=project_id)
 
-    async def _write(self, project_id: str, commands: Callable[[Any], None]) -> None:
-        """*commands* in one transaction, only while this watcher owns the project."""
+    async def _write(
+        self, project_ids: Sequence[str], commands: Callable[[Any], object]
+    ) -> None:
+        """
+        *commands* in one transaction, only while this watcher owns each of
+        *project_ids* (a project never claimed: a store used on its own).
+        """
         import redis.exceptions  # noqa: PLC0415 (an optional extra: only when used)
 
-        if project_id not in self._owned:  # unclaimed: a store used on its own
-            async with self._client.pipeline(transaction=True) as pipe:
-                commands(pipe)
-                await pipe.execute()
-            return
-        owner = self._owner(project_id)
+        owned = [pid for pid in project_ids if pid in self._owned]
+        owners = [self._owner(pid) for pid in owned]
         async with self._client.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(owner)
-                if await pipe.get(owner) != self._token.encode():
-                    self._lost(project_id)
-                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py 5 leaves it bare
+                if owners:
+                    await pipe.watch(*owners)
+                    for project_id, owner in zip(owned, owners, strict=True):
+                        if await pipe.get(owner) != self._token.encode():
+                            self._lost(project_id)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py 5 leaves it bare
                 commands(pipe)
-                pipe.pexpire(owner, self._ttl_ms)
+                for owner in owners:
+                    pipe.pexpire(owner, self._ttl_ms)
                 await pipe.execute()
             except redis.exceptions.WatchError:
-                self._lost(project_id)
+                self._lost(owned[0])
 
     async def load(self, project_id: str) -> SavedProject | None:
         """The project as last saved, or None."""
@@ -597,12 +606,29 @@ class RedisCheckpoint(AsyncClosing):
             meta.get(b"scope", b""),
         )
 
-    async def save(self, changes: Sequence[ProjectChanges]) -> None:
-        """Write one poll's changes, one transaction per project."""
-        for change in changes:
-            await self._write(
-                change.project_id, functools.partial(self._save_commands, change)
-            )
+    async def save(
+        self,
+        changes: Sequence[ProjectChanges],
+        *,
+        also: Callable[[Any], object] | None = None,
+    ) -> None:
+        """
+        Write one poll's changes, one transaction per project; with *also*
+        (a sink's commands on the same server), all of it in one.
+        """
+        if also is None:
+            for change in changes:
+                await self._write(
+                    [change.project_id], functools.partial(self._save_commands, change)
+                )
+            return
+
+        def commands(pipe: Any) -> None:
+            for change in changes:
+                self._save_commands(change, pipe)
+            also(pipe)
+
+        await self._write([change.project_id for change in changes], commands)
 
     def _save_commands(self, change: ProjectChanges, pipe: Any) -> None:
         jobs_key, meta_key = self._keys(change.project_id)
@@ -626,7 +652,9 @@ class RedisCheckpoint(AsyncClosing):
     async def mark_taken(self, project_id: str, taken: int) -> None:
         """Record that the first *taken* pending events were taken."""
         meta_key = self._keys(project_id)[1]
-        await self._write(project_id, lambda pipe: pipe.hset(meta_key, "taken", taken))
+        await self._write(
+            [project_id], lambda pipe: pipe.hset(meta_key, "taken", taken)
+        )
 
 
 # a lease is taken when free (or held already), renewed or freed only by the

@@ -41,6 +41,7 @@ from . import (
     JobEventKind,
     JobType,
     RedisCheckpoint,
+    RedisStreamSink,
     SortOrder,
     SqliteCheckpoint,
     Stream,
@@ -50,6 +51,8 @@ from . import (
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
+from .sink import event_json as _event_json
+from .sink import job_fields as _job_fields
 
 T = TypeVar("T")
 
@@ -137,38 +140,6 @@ def _jobs_table(jobs: Sequence[tuple[str, BatchJob]], *, title: str) -> Table:
 
 def _job_json(project_id: str, job: BatchJob) -> bytes:
     return orjson.dumps(_job_fields(project_id, job))
-
-
-def _job_fields(project_id: str, job: BatchJob) -> dict[str, object]:
-    return {
-        "project_id": project_id,
-        "job_id": job.job_id,
-        "job_name": job.job_name,
-        "job_type": str(job.job_type),
-        "created_at": job.created_at.isoformat(),
-        "status": str(job.status),
-        "task_total_count": job.task_total_count,
-        "task_success_count": job.task_success_count,
-        "task_failed_count": job.task_failed_count,
-        "status_last_updated_at": job.status_last_updated_at.isoformat(),
-        "description": job.description,
-    }
-
-
-def _event_json(event: JobEvent) -> bytes:
-    job = event.job
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "kind": event.kind.value,
-            "project_id": event.project_id,
-            "observed_at": event.observed_at.isoformat(),
-            "old_status": None if event.old_status is None else str(event.old_status),
-            "new_status": None if event.new_status is None else str(event.new_status),
-            "job": None if job is None else _job_fields(event.project_id, job),
-            "error": None if event.error is None else str(event.error),
-        }
-    )
 
 
 def _event_line(event: JobEvent) -> str:
@@ -603,6 +574,24 @@ def _checkpoint(state: str) -> Checkpoint:
     return SqliteCheckpoint(state)
 
 
+def _sink(url: str) -> RedisStreamSink:
+    """``redis-stream://HOST:PORT/DB?stream=NAME`` (or ``rediss-stream://``)."""
+    scheme, sep, rest = url.partition("-stream://")
+    base, _, query = rest.partition("?")
+    names = [
+        v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "stream"
+    ]
+    if scheme not in {"redis", "rediss"} or not sep or len(names) != 1 or not names[0]:
+        # never the URL itself: it may hold a password
+        msg = "give --sink as redis-stream://HOST:PORT/DB?stream=NAME"
+        raise click.UsageError(msg)
+    try:
+        return RedisStreamSink.from_url(f"{scheme}://{base}", stream=names[0])
+    except ImportError:
+        msg = "--sink needs the redis extra: pip install 'ief-jobs[redis]'"
+        raise click.UsageError(msg) from None
+
+
 def _state_errors() -> tuple[type[Exception], ...]:
     """What a checkpoint store raises when it cannot be used."""
     errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
@@ -657,6 +646,14 @@ def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     "shared by shards (or set IEF_JOBS_STATE, to keep a password out of ps).",
 )
 @click.option(
+    "--sink",
+    envvar="IEF_JOBS_SINK",
+    metavar="redis-stream://HOST:PORT/DB?stream=NAME",
+    help="Also append each job event, once, to this Redis Stream (or set "
+    "IEF_JOBS_SINK, to keep a password out of ps): exactly once with a Redis "
+    "--state on the same server, else repeats dropped by event_id.",
+)
+@click.option(
     "--reset-state",
     is_flag=True,
     help="Start the --state over: after changing the endpoint, instance, "
@@ -695,6 +692,7 @@ def watch(
     emit_existing: bool,
     only_unfinished: bool,
     state: str | None,
+    sink: str | None,
     reset_state: bool,
     lease_ttl: float | None,
     shard: tuple[int, int] | None,
@@ -710,11 +708,13 @@ def watch(
     event_id lets a reader drop it); a line whose write fails (the reader is
     gone) is not taken, and the command ends quietly. Lines already in a
     pipe's buffer when its reader dies are lost to that reader (up to 64 KiB,
-    hundreds of lines). Ctrl-C and SIGTERM stop cleanly.
+    hundreds of lines): for a guarantee use --sink, which writes each change
+    to a Redis Stream once. Ctrl-C and SIGTERM stop cleanly.
     """
     output = output or ("lines" if sys.stdout.isatty() else "jsonl")
     client = _make_client(endpoint, region, instance_id, insecure)
     checkpoint = None if state is None else _checkpoint(state)
+    stream = None if sink is None else _sink(sink)
 
     async def run() -> None:
         main_task = asyncio.current_task()
@@ -729,12 +729,15 @@ def watch(
                 emit_existing=emit_existing,
                 only_unfinished=only_unfinished,
                 checkpoint=checkpoint,
+                sink=stream,
                 shard=shard,
                 reset_state=reset_state,
                 lease_ttl=lease_ttl,
             )
             if checkpoint is not None:
                 stack.push_async_callback(checkpoint.aclose)
+            if stream is not None:
+                stack.push_async_callback(stream.aclose)
             try:
                 await _print_events(events, output, max_events)
             except asyncio.CancelledError:

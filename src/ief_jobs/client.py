@@ -48,7 +48,7 @@ from .models import (
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
-from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, watch
+from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, Sink, watch
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -619,6 +619,7 @@ class IefClient(AsyncClosing):
         report_after: int = 3,
         reconcile_every: int = DEFAULT_RECONCILE_EVERY,
         checkpoint: Checkpoint | None = None,
+        sink: Sink | None = None,
         shard: tuple[int, int] | None = None,
         reset_state: bool = False,
         lease_ttl: float | None = None,
@@ -657,6 +658,10 @@ class IefClient(AsyncClosing):
         *reset_state*, which starts it over. It has one live owner: a second
         watcher fails at start (`StateError`); a Redis lease lasts *lease_ttl*
         seconds without a poll (by default three intervals, at least 10 s).
+        With *sink* (`RedisStreamSink`) each poll's job events are written to
+        it before they are yielded, each change once: with a `RedisCheckpoint`
+        on the same server in one transaction with the state, otherwise the
+        sink drops an ``event_id`` it already holds (see `ief_jobs.sink`).
         A 401, 403 or 404 on a project's first poll is a ``project_failed``
         event at once. With ``shard=(index, count)`` it keeps the projects
         whose stable hash falls in shard *index* of *count*. A slow consumer
@@ -721,6 +726,7 @@ class IefClient(AsyncClosing):
                 page_size=self.page_size,
                 concurrency=self.concurrency,
                 checkpoint=checkpoint,
+                sink=sink,
                 shard=shard,
                 scope={
                     "endpoint": self._endpoint.host,

@@ -100,7 +100,7 @@ from collections.abc import (
     Sequence,
 )
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import attrs
 import orjson
@@ -114,6 +114,7 @@ __all__ = [
     "JobEvent",
     "JobEventKind",
     "ReadPage",
+    "Sink",
     "shard_of",
     "watch",
 ]
@@ -206,6 +207,28 @@ class JobEvent:
     def new_status(self) -> JobStatus | str | None:
         """The status the job has now."""
         return None if self.job is None else self.job.status
+
+
+class Sink(Protocol):
+    """
+    Where a watch writes its job events so that each arrives once
+    (`RedisStreamSink`; see `ief_jobs.sink`). Implement these two to write
+    elsewhere.
+    """
+
+    async def write(self, events: Sequence[JobEvent]) -> None:
+        """Append *events* in order, but any whose ``event_id`` it holds."""
+
+    async def commit(
+        self,
+        events: Sequence[JobEvent],
+        checkpoint: Checkpoint,
+        changes: Sequence[ProjectChanges],
+    ) -> bool:
+        """
+        Where the sink shares *checkpoint*'s store: append *events* and save
+        *changes* in one transaction, True. Otherwise do nothing: False.
+        """
 
 
 def _counts(job: BatchJob) -> tuple[int, int, int]:
@@ -714,6 +737,18 @@ def _check_checkpoint(value: object) -> None:
         raise TypeError(msg)
 
 
+def _check_sink(value: object) -> None:
+    if value is None:
+        return
+    missing = [n for n in ("write", "commit") if not callable(getattr(value, n, None))]
+    if missing:
+        msg = (
+            f"sink must be a Sink (RedisStreamSink), not {type(value).__name__}: "
+            f"it has no {', '.join(missing)}"
+        )
+        raise TypeError(msg)
+
+
 def _check_shard(shard: object) -> None:
     match shard:
         case None:
@@ -738,6 +773,7 @@ class _Settings:
     reconcile_every: int
     concurrency: int
     checkpoint: Checkpoint | None
+    sink: Sink | None
     reset_state: bool
     lease_ttl: float
     clock: Callable[[], float]
@@ -776,6 +812,7 @@ def watch(
     page_size: int = 100,
     concurrency: int = 32,
     checkpoint: Checkpoint | None = None,
+    sink: Sink | None = None,
     shard: tuple[int, int] | None = None,
     scope: Mapping[str, object] | None = None,
     reset_state: bool = False,
@@ -797,9 +834,12 @@ def watch(
     finishes is dropped after its ``finished`` event (no ``deleted`` later).
     *reconcile_every* polls a project is re-listed whole (1: every poll).
     *concurrency* bounds the projects polled at once; *checkpoint* and *shard*
-    as the module describes. *scope* (endpoint, instance, job type) is what the
-    checkpoint records with *only_unfinished*: a state kept for another scope
-    is refused (`StateError`) unless *reset_state*, which starts it over.
+    as the module describes. With *sink*, each poll's job events are written
+    to it (with the state, in one transaction where it shares the
+    checkpoint's store) before they are yielded. *scope* (endpoint, instance,
+    job type) is what the checkpoint records with *only_unfinished*: a state
+    kept for another scope is refused (`StateError`) unless *reset_state*,
+    which starts it over.
     *lease_ttl* is how long the checkpoint's ownership lasts without a poll
     (by default three intervals, at least 10 s). *clock* (Unix seconds) and
     *sleep* are for tests.
@@ -830,6 +870,7 @@ def watch(
     ):
         _check_whole(name, value)
     _check_checkpoint(checkpoint)
+    _check_sink(sink)
     _check_shard(shard)
     if shard is not None:
         ids = [pid for pid in ids if shard_of(pid, shard[1]) == shard[0]]
@@ -845,6 +886,7 @@ def watch(
         reconcile_every=reconcile_every,
         concurrency=concurrency,
         checkpoint=checkpoint,
+        sink=sink,
         reset_state=reset_state,
         lease_ttl=_lease_ttl(lease_ttl, seconds),
         clock=clock,
@@ -949,7 +991,42 @@ class _Run:
                 rest = state.pending[state.taken :]
                 batches.append(_Batch(project_id, rest, state.taken))
             state.pending = []
+        if self.settings.sink is not None:  # cut off before they reached it
+            await self.hand_over(batches)
+            return [_Batch(b.project_id, b.events, None) for b in batches]
         return batches
+
+    async def hand_over(self, batches: Sequence[_Batch]) -> None:
+        """Write tracked events to the sink, then mark them taken."""
+        sink, checkpoint = self.settings.sink, self.settings.checkpoint
+        assert sink is not None  # noqa: S101 (only called with one)
+        written = [batch for batch in batches if batch.first is not None]
+        await sink.write([event for batch in written for event in batch.events])
+        if checkpoint is not None:
+            for batch in written:
+                taken = (batch.first or 0) + len(batch.events)
+                await checkpoint.mark_taken(batch.project_id, taken)
+
+    async def commit(
+        self, changes: list[ProjectChanges], batches: list[_Batch]
+    ) -> list[_Batch]:
+        """Save the poll, and write its events to the sink: what to yield."""
+        sink, checkpoint = self.settings.sink, self.settings.checkpoint
+        if sink is None:
+            if checkpoint is not None and changes:
+                await checkpoint.save(changes)
+            return batches
+        events = [
+            e for batch in batches if batch.first is not None for e in batch.events
+        ]
+        delivered = [attrs.evolve(change, pending=()) for change in changes]
+        if checkpoint is None:
+            await sink.write(events)
+        elif changes and not await sink.commit(events, checkpoint, delivered):
+            await checkpoint.save(changes)
+            await self.hand_over(batches)
+        # in the sink already: yielding them takes nothing
+        return [_Batch(batch.project_id, batch.events, None) for batch in batches]
 
     async def load(self, project_id: str) -> None:
         checkpoint = self.settings.checkpoint
@@ -981,9 +1058,8 @@ class _Run:
             if not isinstance(result := self.results[pid], IefError)
             and (result[0] or result[1].upsert or result[1].delete or result[1].replace)
         ]
-        if checkpoint is not None and changes:
-            await checkpoint.save(changes)
-        return [batch for pid in self.ids if (batch := self.outcome(pid))]
+        batches = [batch for pid in self.ids if (batch := self.outcome(pid))]
+        return await self.commit(changes, batches)
 
     def hopeless(self) -> IefError | None:
         """
