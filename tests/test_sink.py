@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -65,16 +66,13 @@ class _Killed(Exception):  # noqa: N818 (a signal, not an error)
 
 
 async def _two_polls(
-    project: Project, checkpoint: Checkpoint, sink: object
+    project: Project, checkpoint: Checkpoint | None = None, sink: object = None
 ) -> list[JobEvent]:
     """A baseline, then a poll whose four events the sink gets; all yielded."""
     stream = project.watch(checkpoint=checkpoint, sink=sink)
     async with contextlib.aclosing(stream):
         project.polls = None
-        task = anext(stream)
-        import asyncio  # noqa: PLC0415
-
-        pending = asyncio.ensure_future(task)
+        pending = asyncio.ensure_future(anext(stream))
         await project.polled(1)
         project.jobs["job-8"] = _job(8, JobStatus.SUCCESSFUL)
         project.jobs["job-9"] = _job(9, JobStatus.FAILED)
@@ -176,14 +174,4 @@ async def _first_poll(project: Project, state: Checkpoint, sink: object) -> None
 
 async def _events() -> list[JobEvent]:
     """FOUR's events, from a watch with no state."""
-    project = Project(_many(10, unfinished=[8, 9]))
-    stream = project.watch()
-    async with contextlib.aclosing(stream):
-        import asyncio  # noqa: PLC0415
-
-        pending = asyncio.ensure_future(anext(stream))
-        await project.polled(1)
-        project.jobs["job-8"] = _job(8, JobStatus.SUCCESSFUL)
-        project.jobs["job-9"] = _job(9, JobStatus.FAILED)
-        project.go()
-        return [await pending] + [await anext(stream) for _ in range(3)]
+    return await _two_polls(Project(_many(10, unfinished=[8, 9])))

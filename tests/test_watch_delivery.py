@@ -326,6 +326,28 @@ class TestDamagedState:
         assert before == path.read_bytes()
         assert [path] == await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
 
+    async def test_a_file_of_the_first_layout_is_kept(self, tmp_path: Path) -> None:
+        """A state file an earlier ief-jobs wrote (no scope, no application
+        id) is ours: upgraded in place, its projects resumed."""
+        path = tmp_path / "w.db"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute(
+                "CREATE TABLE ief_projects (project_id TEXT PRIMARY KEY,"
+                " pending BLOB NOT NULL, taken INTEGER NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE ief_jobs (project_id TEXT NOT NULL, job_id TEXT NOT NULL,"
+                " record BLOB NOT NULL, PRIMARY KEY (project_id, job_id)) WITHOUT ROWID"
+            )
+            db.execute("INSERT INTO ief_projects VALUES ('p1', x'', 0)")
+            db.commit()
+
+        async with SqliteCheckpoint(path) as state:
+            saved = await state.load("p1")
+
+        assert saved is not None
+        assert (b"", 0) == (saved.scope, saved.taken)
+
     async def test_a_file_that_is_not_sqlite_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "notes.txt"
         path.write_bytes(b"my notes, not a database" * 100)

@@ -727,23 +727,22 @@ def _check_checkpoint(value: object) -> None:
             "use checkpoint=SqliteCheckpoint(path)"
         )
         raise TypeError(msg)
-    needed = ("claim", "renew", "location", "load", "save", "mark_taken", "aclose")
-    missing = [name for name in needed if not callable(getattr(value, name, None))]
-    if missing:
-        msg = (
-            f"checkpoint must be a Checkpoint (SqliteCheckpoint, RedisCheckpoint), "
-            f"not {type(value).__name__}: it has no {', '.join(missing)}"
-        )
-        raise TypeError(msg)
+    _check_methods(
+        "checkpoint",
+        value,
+        ("claim", "renew", "location", "load", "save", "mark_taken", "aclose"),
+        "a Checkpoint (SqliteCheckpoint, RedisCheckpoint)",
+    )
 
 
-def _check_sink(value: object) -> None:
+def _check_methods(name: str, value: object, methods: Sequence[str], what: str) -> None:
+    """*value* has each of *methods* (a protocol a user may implement)."""
     if value is None:
         return
-    missing = [n for n in ("write", "commit") if not callable(getattr(value, n, None))]
+    missing = [m for m in methods if not callable(getattr(value, m, None))]
     if missing:
         msg = (
-            f"sink must be a Sink (RedisStreamSink), not {type(value).__name__}: "
+            f"{name} must be {what}, not {type(value).__name__}: "
             f"it has no {', '.join(missing)}"
         )
         raise TypeError(msg)
@@ -870,7 +869,7 @@ def watch(
     ):
         _check_whole(name, value)
     _check_checkpoint(checkpoint)
-    _check_sink(sink)
+    _check_methods("sink", sink, ("write", "commit"), "a Sink (RedisStreamSink)")
     _check_shard(shard)
     if shard is not None:
         ids = [pid for pid in ids if shard_of(pid, shard[1]) == shard[0]]

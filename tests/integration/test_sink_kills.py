@@ -26,10 +26,11 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio
+import test_watch_restart
 
 from _redis import redis_server
 from ief_jobs import JobStatus
-from ief_jobs.emulator import Emulator, Stats
+from ief_jobs.emulator import Emulator
 
 BASE = 1_800_000_000.0
 PROJECTS = 2
@@ -37,12 +38,9 @@ KILLS = int(os.environ.get("IEF_JOBS_KILLS", "12"))
 STREAM = "jobs"
 
 
-class ListClock:
-    """Emulated seconds: one more per four list requests after the baseline."""
-
-    def __init__(self) -> None:
-        self.stats: Stats | None = None
-        self.frozen: float | None = None
+class ListClock(test_watch_restart.ListClock):
+    """Emulated seconds: one more per four list requests after the baseline
+    (the restart test's clock moves twice as fast)."""
 
     def __call__(self) -> float:
         if self.frozen is not None:
