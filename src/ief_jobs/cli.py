@@ -592,6 +592,15 @@ def _sink(url: str) -> RedisStreamSink:
         raise click.UsageError(msg) from None
 
 
+def _store_name(exc: Exception, state: str | None, *, redis_state: bool) -> str:
+    """The store that failed, named without its URL (it may hold a password)."""
+    if redis_state:
+        return "--state the Redis state"
+    if state is None or not isinstance(exc, sqlite3.Error | OSError):
+        return "--sink the Redis stream"  # the one Redis in this watch
+    return f"--state {state}"
+
+
 def _state_errors() -> tuple[type[Exception], ...]:
     """What a checkpoint store raises when it cannot be used."""
     errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
@@ -746,13 +755,10 @@ def watch(
             except BrokenPipeError:
                 _reader_gone()
             except _state_errors() as exc:
-                # a Redis URL may hold a password: name the store, not the URL
-                where = (
-                    "the Redis state"
-                    if isinstance(checkpoint, RedisCheckpoint)
-                    else state
+                where = _store_name(
+                    exc, state, redis_state=isinstance(checkpoint, RedisCheckpoint)
                 )
-                raise click.ClickException(f"--state {where}: {exc}") from None
+                raise click.ClickException(f"{where}: {exc}") from None
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())

@@ -663,6 +663,21 @@ class _Reader:
             offset += len(jobs) - 1 if len(jobs) > 1 else len(jobs)
             limit = size
         covered = state.jobs if at_end or oldest is None else state.newer_than(oldest)
+        return await self.settle(project_id, state, seen, covered, count)
+
+    async def settle(
+        self,
+        project_id: str,
+        state: _Project,
+        seen: dict[str, BatchJob | None],
+        covered: Iterable[str],
+        count: int,
+    ) -> dict[str, BatchJob | None] | None:
+        """
+        What the reads saw, with the known jobs of the range they *covered*
+        and not seen marked gone and the stragglers shown; None when the
+        count says a job the poll did not see went (re-list whole).
+        """
         for job_id in covered:
             seen.setdefault(job_id, None)
         stragglers = [i for i in state.open if i not in seen]
