@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -63,33 +62,17 @@ class Watchers:
         self.runs = 0
 
     async def start(self) -> None:
-        env = {
-            **os.environ,
-            "IEF_ENDPOINT": self.emulator.base_url,
-            "IEF_TOKEN": self.emulator.token,
-            "IEF_JOBS_STATE": self.state,
-            "IEF_JOBS_SINK": self.redis_url.replace("redis://", "redis-stream://")
-            + f"?stream={STREAM}",
-        }
-        for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK"):
-            env.pop(name, None)
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "from ief_jobs.cli import main; main()",
-                "watch",
-                "--format",
-                "jsonl",
-                "--interval",
-                "0.1",
-                "--lease-ttl",
-                "0.5",
-                *self.emulator.project_ids,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-            )
+        sink = self.redis_url.replace("redis://", "redis-stream://")
+        self.process = await test_watch_restart.spawn_watcher(
+            self.emulator,
+            self.log,
+            ["--lease-ttl", "0.5"],
+            stdout=asyncio.subprocess.DEVNULL,
+            env={
+                "IEF_JOBS_STATE": self.state,
+                "IEF_JOBS_SINK": f"{sink}?stream={STREAM}",
+            },
+        )
         self.runs += 1
 
     def alive(self) -> bool:
