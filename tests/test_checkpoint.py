@@ -140,6 +140,16 @@ class Crashing:
         self.dead = False
         self.saved: list[Sequence[ProjectChanges]] = []
 
+    async def claim(self, project_ids: Sequence[str], *, ttl: float) -> None:
+        await self.store.claim(project_ids, ttl=ttl)
+
+    async def renew(self) -> None:
+        if not self.dead:
+            await self.store.renew()
+
+    def location(self, project_id: str) -> str:
+        return self.store.location(project_id)
+
     async def load(self, project_id: str) -> SavedProject | None:
         return await self.store.load(project_id)
 

@@ -34,6 +34,7 @@ from .errors import (
     ListingMovedError,
     NotFoundError,
     ServerError,
+    StateError,
     ThrottledError,
     TransportError,
 )
@@ -51,7 +52,8 @@ from .models import (
 )
 from .pagination import JobCountChanged, JobCountStale
 from .retry import NO_RETRIES, RetryPolicy
-from .watch import JobEvent, JobEventKind
+from .sink import RedisStreamSink
+from .watch import JobEvent, JobEventKind, Sink
 
 __all__ = [
     "NO_RETRIES",
@@ -81,12 +83,15 @@ __all__ = [
     "Progress",
     "ProjectChanges",
     "RedisCheckpoint",
+    "RedisStreamSink",
     "RefreshableAuth",
     "RetryPolicy",
     "SavedProject",
     "ServerError",
+    "Sink",
     "SortOrder",
     "SqliteCheckpoint",
+    "StateError",
     "Stream",
     "ThrottledError",
     "TokenAuth",

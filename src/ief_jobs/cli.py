@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 import click
@@ -41,14 +41,18 @@ from . import (
     JobEventKind,
     JobType,
     RedisCheckpoint,
+    RedisStreamSink,
     SortOrder,
     SqliteCheckpoint,
+    Stream,
     TokenAuth,
     auth_from_env,
 )
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
+from .sink import event_json as _event_json
+from .sink import job_fields as _job_fields
 
 T = TypeVar("T")
 
@@ -136,38 +140,6 @@ def _jobs_table(jobs: Sequence[tuple[str, BatchJob]], *, title: str) -> Table:
 
 def _job_json(project_id: str, job: BatchJob) -> bytes:
     return orjson.dumps(_job_fields(project_id, job))
-
-
-def _job_fields(project_id: str, job: BatchJob) -> dict[str, object]:
-    return {
-        "project_id": project_id,
-        "job_id": job.job_id,
-        "job_name": job.job_name,
-        "job_type": str(job.job_type),
-        "created_at": job.created_at.isoformat(),
-        "status": str(job.status),
-        "task_total_count": job.task_total_count,
-        "task_success_count": job.task_success_count,
-        "task_failed_count": job.task_failed_count,
-        "status_last_updated_at": job.status_last_updated_at.isoformat(),
-        "description": job.description,
-    }
-
-
-def _event_json(event: JobEvent) -> bytes:
-    job = event.job
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "kind": event.kind.value,
-            "project_id": event.project_id,
-            "observed_at": event.observed_at.isoformat(),
-            "old_status": None if event.old_status is None else str(event.old_status),
-            "new_status": None if event.new_status is None else str(event.new_status),
-            "job": None if job is None else _job_fields(event.project_id, job),
-            "error": None if event.error is None else str(event.error),
-        }
-    )
 
 
 def _event_line(event: JobEvent) -> str:
@@ -602,6 +574,33 @@ def _checkpoint(state: str) -> Checkpoint:
     return SqliteCheckpoint(state)
 
 
+def _sink(url: str) -> RedisStreamSink:
+    """``redis-stream://HOST:PORT/DB?stream=NAME`` (or ``rediss-stream://``)."""
+    scheme, sep, rest = url.partition("-stream://")
+    base, _, query = rest.partition("?")
+    names = [
+        v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "stream"
+    ]
+    if scheme not in {"redis", "rediss"} or not sep or len(names) != 1 or not names[0]:
+        # never the URL itself: it may hold a password
+        msg = "give --sink as redis-stream://HOST:PORT/DB?stream=NAME"
+        raise click.UsageError(msg)
+    try:
+        return RedisStreamSink.from_url(f"{scheme}://{base}", stream=names[0])
+    except ImportError:
+        msg = "--sink needs the redis extra: pip install 'ief-jobs[redis]'"
+        raise click.UsageError(msg) from None
+
+
+def _store_name(exc: Exception, state: str | None, *, redis_state: bool) -> str:
+    """The store that failed, named without its URL (it may hold a password)."""
+    if redis_state:
+        return "--state the Redis state"
+    if state is None or not isinstance(exc, sqlite3.Error | OSError):
+        return "--sink the Redis stream"  # the one Redis in this watch
+    return f"--state {state}"
+
+
 def _state_errors() -> tuple[type[Exception], ...]:
     """What a checkpoint store raises when it cannot be used."""
     errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
@@ -656,6 +655,26 @@ def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     "shared by shards (or set IEF_JOBS_STATE, to keep a password out of ps).",
 )
 @click.option(
+    "--sink",
+    envvar="IEF_JOBS_SINK",
+    metavar="redis-stream://HOST:PORT/DB?stream=NAME",
+    help="Also append each job event, once, to this Redis Stream (or set "
+    "IEF_JOBS_SINK, to keep a password out of ps): exactly once with a Redis "
+    "--state on the same server, else repeats dropped by event_id.",
+)
+@click.option(
+    "--reset-state",
+    is_flag=True,
+    help="Start the --state over: after changing the endpoint, instance, "
+    "--job-type or --only-unfinished it was kept for (it is refused otherwise).",
+)
+@click.option(
+    "--lease-ttl",
+    type=_Seconds(),
+    help="Seconds a Redis --state stays owned by this watcher without a poll "
+    "(default: three intervals, at least 10); a second watcher fails at start.",
+)
+@click.option(
     "--shard",
     callback=_shard,
     metavar="INDEX/COUNT",
@@ -682,6 +701,9 @@ def watch(
     emit_existing: bool,
     only_unfinished: bool,
     state: str | None,
+    sink: str | None,
+    reset_state: bool,
+    lease_ttl: float | None,
     shard: tuple[int, int] | None,
     max_events: int | None,
     output: str | None,
@@ -690,13 +712,18 @@ def watch(
     Print the changes of PROJECT_IDS' batch jobs as they happen.
 
     With --state, a restart resumes: it prints what changed meanwhile, and
-    nothing it printed before (after a crash, at most the line it was printing;
-    each JSON line's event_id lets a reader drop that one). Ctrl-C and SIGTERM
-    stop cleanly.
+    nothing it printed before. A line counts as taken once written and
+    flushed: after a crash at most the line being printed comes again (its
+    event_id lets a reader drop it); a line whose write fails (the reader is
+    gone) is not taken, and the command ends quietly. Lines already in a
+    pipe's buffer when its reader dies are lost to that reader (up to 64 KiB,
+    hundreds of lines): for a guarantee use --sink, which writes each change
+    to a Redis Stream once. Ctrl-C and SIGTERM stop cleanly.
     """
     output = output or ("lines" if sys.stdout.isatty() else "jsonl")
     client = _make_client(endpoint, region, instance_id, insecure)
     checkpoint = None if state is None else _checkpoint(state)
+    stream = None if sink is None else _sink(sink)
 
     async def run() -> None:
         main_task = asyncio.current_task()
@@ -711,32 +738,50 @@ def watch(
                 emit_existing=emit_existing,
                 only_unfinished=only_unfinished,
                 checkpoint=checkpoint,
+                sink=stream,
                 shard=shard,
+                reset_state=reset_state,
+                lease_ttl=lease_ttl,
             )
             if checkpoint is not None:
                 stack.push_async_callback(checkpoint.aclose)
+            if stream is not None:
+                stack.push_async_callback(stream.aclose)
             try:
                 await _print_events(events, output, max_events)
             except asyncio.CancelledError:
                 if not terminated():
                     raise
+            except BrokenPipeError:
+                _reader_gone()
             except _state_errors() as exc:
-                # a Redis URL may hold a password: name the store, not the URL
-                where = (
-                    "the Redis state"
-                    if isinstance(checkpoint, RedisCheckpoint)
-                    else state
+                where = _store_name(
+                    exc, state, redis_state=isinstance(checkpoint, RedisCheckpoint)
                 )
-                raise click.ClickException(f"--state {where}: {exc}") from None
+                raise click.ClickException(f"{where}: {exc}") from None
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())
 
 
+def _reader_gone() -> None:
+    """
+    The reader of stdout went away (``watch | head``): end quietly, as ``list
+    | head`` does. The line that failed was not taken: it comes first next time.
+    """
+    # what is left in our buffer can never be written: point stdout at
+    # /dev/null, so that the interpreter's last flush does not complain
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 async def _print_events(
-    events: AsyncGenerator[JobEvent, None], output: str, max_events: int | None
+    events: Stream[JobEvent], output: str, max_events: int | None
 ) -> None:
-    async with contextlib.aclosing(events):
+    # async with, not aclosing: a line that cannot be written (EPIPE) leaves
+    # the block with an exception, so the watch keeps it for redelivery
+    async with events:
         seen = 0
         async for event in events:
             if output == "jsonl":

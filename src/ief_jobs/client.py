@@ -33,7 +33,7 @@ from yarl import URL
 from ._closing import AsyncClosing
 from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
-from .errors import NotFoundError
+from .errors import DecodeError, NotFoundError
 from .fanout import merge_walks
 from .models import (
     BatchJob,
@@ -48,7 +48,7 @@ from .models import (
 from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
-from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, watch
+from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, Sink, watch
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -151,13 +151,37 @@ class Stream(AsyncGenerator[T, None], AsyncClosing):
                     break  # nothing is in flight once the block is left
 
     ``contextlib.aclosing(ief.iter_jobs(...))`` does the same.
+
+    With *redeliver* (`IefClient.watch_jobs`), an exception leaving ``async
+    with`` is thrown into the generator before it closes, so it can tell a
+    consumer that failed with an item from one that stopped cleanly.
     """
 
-    __slots__ = ("_generator", "_next")
+    __slots__ = ("_generator", "_next", "_redeliver")
 
-    def __init__(self, generator: AsyncGenerator[T, None]) -> None:
+    def __init__(
+        self, generator: AsyncGenerator[T, None], *, redeliver: bool = False
+    ) -> None:
         self._generator = generator
         self._next = generator.__anext__  # bound once: one call per item
+        self._redeliver = redeliver
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._redeliver and isinstance(exc, Exception):
+            # only an Exception: cancellation, Ctrl-C and exit are clean stops
+            try:
+                await self._generator.athrow(exc)
+            except BaseException as raised:
+                if raised is not exc and not isinstance(raised, StopAsyncIteration):
+                    raise
+            finally:
+                exc.__traceback__ = tb  # as it left the block, not as thrown in
+        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self
@@ -595,7 +619,10 @@ class IefClient(AsyncClosing):
         report_after: int = 3,
         reconcile_every: int = DEFAULT_RECONCILE_EVERY,
         checkpoint: Checkpoint | None = None,
+        sink: Sink | None = None,
         shard: tuple[int, int] | None = None,
+        reset_state: bool = False,
+        lease_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> Stream[JobEvent]:
@@ -620,15 +647,29 @@ class IefClient(AsyncClosing):
 
         With *checkpoint* (`SqliteCheckpoint`, `RedisCheckpoint`) the watch
         resumes after a restart: first what it had not delivered, then
-        everything that changed meanwhile; after a crash only the event in
-        hand comes again (same ``event_id``), after a clean stop (``break``
-        inside ``aclosing``, ``aclose()``, cancellation) nothing does. With
-        ``shard=(index, count)`` it keeps the projects whose stable hash falls
-        in shard *index* of *count*. A slow consumer delays the next poll;
-        ``break`` or cancellation stops everything. See `ief_jobs.watch`.
+        everything that changed meanwhile. An event counts as taken when the
+        consumer asks for the next one, or stops cleanly (``break`` out of
+        ``async with``, ``aclose()``, cancellation, SIGTERM/SIGINT in the
+        CLI); an exception leaving ``async with`` (or thrown in with
+        ``athrow``) keeps it, and after a crash it comes again, same
+        ``event_id``. The state records what it watches (this client's
+        endpoint host and instance, *job_type*, *only_unfinished*) and a
+        watch with other settings refuses it (`StateError`) unless
+        *reset_state*, which starts it over. It has one live owner: a second
+        watcher fails at start (`StateError`); a Redis lease lasts *lease_ttl*
+        seconds without a poll (by default three intervals, at least 10 s).
+        With *sink* (`RedisStreamSink`) each poll's job events are written to
+        it before they are yielded, each change once: with a `RedisCheckpoint`
+        on the same server in one transaction with the state, otherwise the
+        sink drops an ``event_id`` it already holds (see `ief_jobs.sink`).
+        A 401, 403 or 404 on a project's first poll is a ``project_failed``
+        event at once. With ``shard=(index, count)`` it keeps the projects
+        whose stable hash falls in shard *index* of *count*. A slow consumer
+        delays the next poll; ``break`` or cancellation stops everything. See
+        `ief_jobs.watch`.
 
         Like the ``iter_*`` methods it returns a `Stream`: leaving ``async
-        with`` is a clean stop.
+        with`` stops it.
 
         Example::
 
@@ -640,9 +681,12 @@ class IefClient(AsyncClosing):
                     await sink.put(event.event_id, event)  # drops repeats
 
         Raises:
-            ValueError: No project id, *interval* not above 0, or *shard* out of
-                range: at the call, before any request.
-            TypeError: *project_ids* is a single string.
+            ValueError: No project id, *interval* under 0.1 s or over a day,
+                *shard* out of range or a bad *lease_ttl*: at the call,
+                before any request.
+            TypeError: *project_ids* is a single string, *checkpoint* is not a
+                `Checkpoint` (a path: use `SqliteCheckpoint`), or a flag is
+                not a bool.
         """
         ids = _project_list(project_ids)
         query = self._query(
@@ -682,10 +726,19 @@ class IefClient(AsyncClosing):
                 page_size=self.page_size,
                 concurrency=self.concurrency,
                 checkpoint=checkpoint,
+                sink=sink,
                 shard=shard,
+                scope={
+                    "endpoint": self._endpoint.host,
+                    "instance_id": query.instance_id or self._transport._instance_id,  # noqa: SLF001 (the default)
+                    "job_type": None if query.job_type is None else str(query.job_type),
+                },
+                reset_state=reset_state,
+                lease_ttl=lease_ttl,
                 clock=clock,
                 sleep=sleep,
-            )
+            ),
+            redeliver=True,
         )
 
     async def count_jobs(
@@ -733,7 +786,15 @@ class IefClient(AsyncClosing):
         check_project_id(project_id)
         check_job_id(job_id)
         query = self._query(instance_id=instance_id)  # checked as a listing's
-        return await self._transport.get_job(project_id, job_id, query.instance_id)
+        detail = await self._transport.get_job(project_id, job_id, query.instance_id)
+        if detail.job_id != job_id:  # a proxy's cache, a server bug: never use it
+            raise DecodeError(
+                problems=(
+                    f"asked for job {job_id}, the answer is job {detail.job_id}",
+                ),
+                project_id=project_id,
+            )
+        return detail
 
     async def _count(self, project_id: str, query: ListQuery) -> int:
         page = await self._transport.page_fetcher(project_id, query)(0, 1)

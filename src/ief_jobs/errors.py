@@ -15,6 +15,8 @@ Every error ief-jobs raises:
     path, such as ``$.jobs[3].created_at``)
   * ListingMovedError: records moved so far while listing that the walk lost
     its place (reason); resume from *offset*, or list again
+  * StateError: a watch's state cannot be used: damaged, another
+    application's, kept for other settings, or owned by a live watcher (reason)
 
 No message or ``repr`` carries a token, a secret key or a signature: errors
 hold what the server said and where the walk was, never the request's headers.
@@ -157,6 +159,23 @@ class ListingMovedError(IefError):
 
     def __str__(self) -> str:
         return f"{self.reason}{self._where()}"
+
+
+@attrs.define(kw_only=True, eq=False)
+class StateError(IefError):
+    """
+    A watch's state (`SqliteCheckpoint`, `RedisCheckpoint`) cannot be used.
+
+    *reason* names the file or the Redis key (never a password) and what is
+    wrong: a damaged record, another application's database, state kept for
+    other settings (the endpoint, instance, job type or filter), or another
+    live watcher that owns it. Nothing was emitted and nothing written.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 _RETRY_AFTER_MAX: Final = 3600.0  # a server asking for more than an hour is lying

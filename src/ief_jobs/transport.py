@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import aiohttp
+import orjson
 from aiolimiter import AsyncLimiter
 from yarl import URL
 
@@ -28,6 +29,7 @@ from .auth import Auth, RefreshableAuth
 from .codec import decode_job_detail, decode_page
 from .errors import (
     AuthenticationError,
+    DecodeError,
     IefError,
     ThrottledError,
     TransportError,
@@ -199,9 +201,11 @@ class Transport:
         def decode(
             body: bytes, *, request_id: str | None, **_: object
         ) -> BatchJobDetail:
-            return decode_job_detail(
+            detail = decode_job_detail(
                 body, project_id=project_id, job_id=job_id, request_id=request_id
             )
+            _check_answer_project(body, project_id, job_id, request_id)
+            return detail
 
         headers = self._headers(project_id, instance_id)
         return await self.fetch(url, headers, project_id, None, decode)
@@ -409,3 +413,21 @@ def _describe_client_error(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientOSError):
         return f"connection error ({exc.strerror or type(exc).__name__})"
     return f"request failed ({type(exc).__name__})"
+
+
+def _check_answer_project(
+    body: bytes, project_id: str, job_id: str, request_id: str | None
+) -> None:
+    """A ShowBatchJob answer that says it is of another project is refused."""
+    if b'"project_id"' not in body:  # the documented answer does not say
+        return
+    said = orjson.loads(body).get("project_id")
+    if isinstance(said, str) and said != project_id:
+        raise DecodeError(
+            problems=(
+                f"job {job_id}",
+                f"asked about project {project_id}, the answer is of project {said}",
+            ),
+            project_id=project_id,
+            request_id=request_id,
+        )

@@ -40,25 +40,38 @@ job (a property test holds the two together).
   interval delays the next poll instead of growing a buffer.
 * A failed poll (after the client's own retries) ends nothing: the project keeps
   its last known state, and every *report_after* failures in a row yield one
-  ``project_failed`` event.
+  ``project_failed`` event. A failure no later poll can mend (401, 403, 404,
+  IEF.011005) on a project's first poll is reported at once; when every
+  project fails so on the first poll, the watch raises that error after their
+  ``project_failed`` events.
 
 **Checkpoint.** With a `Checkpoint` (`SqliteCheckpoint`, `RedisCheckpoint`) the
 watch survives restarts. Each poll's changes and events are written before its
-first event is yielded; an event counts as taken when the consumer asks for the
-next one, and on a clean stop (``break`` with ``aclosing``, ``aclose()``, the
-task cancelled, Ctrl-C) the event in hand counts as taken too. A watch that
-starts on a checkpoint first delivers what a cut-off poll had not, then its first
-poll reports everything that changed while nobody watched (created,
+first event is yielded. An event counts as taken when the consumer asks for the
+next one, or stops cleanly (``aclose()``, leaving ``async with`` without an
+exception, the task cancelled, Ctrl-C); an exception thrown in (`Stream`
+throws the one that leaves ``async with``) keeps it for redelivery. A watch
+that starts on a checkpoint first delivers what a cut-off poll had not, then
+its first poll reports everything that changed while nobody watched (created,
 status_changed from the status last reported, finished, deleted). Delivery is
-at least once: after a crash, only the event in hand at the crash comes again,
-with the same ``event_id``; after a clean stop nothing comes again.
+at least once: after a crash, only the event in hand comes again, with the same
+``event_id``; after a clean stop nothing comes again.
+
+The state records what it is the state of (the *scope*: endpoint host,
+instance, job type, *only_unfinished*), and a watch with other settings
+refuses it with a `StateError` before any event (its changes would all be
+false), unless *reset_state* starts it over. A watch first claims its projects
+(`Checkpoint.claim`): a second live watcher of any of them fails at start.
 
 **Event ids.** ``event_id`` is a hash of the project, the job, the kind and the
 job's state that defines the change: its creation time for ``created``; the old
 and new status and ``status_last_updated_at`` for ``status_changed``; the final
 status and ``status_last_updated_at`` for ``finished``; status and task counts
-for ``progress``; nothing more for ``deleted``. So the same change has the same
-id in any process, before and after a restart, and a sink can drop a repeat.
+for ``progress``; nothing more for ``deleted``. A job that disappears and comes
+back is a new occurrence: the state remembers how often each job went (a
+tombstone per deleted job, the latest `_TOMBSTONES` per project), and every id
+of a later occurrence carries its number. So the same change has the same id in
+any process, before and after a restart, and a sink can drop a repeat.
 (``project_failed`` is not a change of a job: its id is per failure count and
 moment.)
 
@@ -76,6 +89,7 @@ import bisect
 import enum
 import hashlib
 import math
+import os
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -86,13 +100,13 @@ from collections.abc import (
     Sequence,
 )
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import attrs
 import orjson
 
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
-from .errors import IefError
+from .errors import AuthenticationError, IefError, NotFoundError, StateError
 from .models import BatchJob, JobPage, JobStatus, JobType
 
 __all__ = [
@@ -100,6 +114,7 @@ __all__ = [
     "JobEvent",
     "JobEventKind",
     "ReadPage",
+    "Sink",
     "shard_of",
     "watch",
 ]
@@ -123,21 +138,40 @@ class JobEventKind(enum.StrEnum):
 
 def _event_id(event: JobEvent) -> str:
     """The change's stable id: see the module's docstring."""
-    job, kind = event.job, event.kind
-    parts: list[object] = [kind.value, event.project_id]
-    if job is None:
+    if event.job is None:
+        parts: list[object] = [event.kind.value, event.project_id]
         parts += [event.failures, event.observed_at.timestamp()]
-    else:
-        parts.append(job.job_id)
-        if kind == JobEventKind.CREATED:
-            parts.append(job.created_at.timestamp())
-        elif kind == JobEventKind.STATUS_CHANGED:
-            old = None if event.previous is None else event.previous.status
-            parts += [old, job.status, job.status_last_updated_at.timestamp()]
-        elif kind == JobEventKind.FINISHED:
-            parts += [job.status, job.status_last_updated_at.timestamp()]
-        elif kind == JobEventKind.PROGRESS:
-            parts += [job.status, *_counts(job)]
+        return _digest(parts)
+    return _change_id(event.kind, event.project_id, event.job, event.previous)
+
+
+def _change_id(
+    kind: JobEventKind,
+    project_id: str,
+    job: BatchJob,
+    previous: BatchJob | None,
+    occurrence: int = 0,
+) -> str:
+    """
+    The id of one change of one job: the same inputs, the same id in any
+    process; *occurrence* counts the job's earlier disappearances.
+    """
+    parts: list[object] = [kind.value, project_id, job.job_id]
+    if kind == JobEventKind.CREATED:
+        parts.append(job.created_at.timestamp())
+    elif kind == JobEventKind.STATUS_CHANGED:
+        old = None if previous is None else previous.status
+        parts += [old, job.status, job.status_last_updated_at.timestamp()]
+    elif kind == JobEventKind.FINISHED:
+        parts += [job.status, job.status_last_updated_at.timestamp()]
+    elif kind == JobEventKind.PROGRESS:
+        parts += [job.status, *_counts(job)]
+    if occurrence:  # the first occurrence keeps the ids earlier versions gave
+        parts.append(f"occurrence {occurrence}")
+    return _digest(parts)
+
+
+def _digest(parts: list[object]) -> str:
     text = "\x1f".join(str(part) for part in parts)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -173,6 +207,28 @@ class JobEvent:
     def new_status(self) -> JobStatus | str | None:
         """The status the job has now."""
         return None if self.job is None else self.job.status
+
+
+class Sink(Protocol):
+    """
+    Where a watch writes its job events so that each arrives once
+    (`RedisStreamSink`; see `ief_jobs.sink`). Implement these two to write
+    elsewhere.
+    """
+
+    async def write(self, events: Sequence[JobEvent]) -> None:
+        """Append *events* in order, but any whose ``event_id`` it holds."""
+
+    async def commit(
+        self,
+        events: Sequence[JobEvent],
+        checkpoint: Checkpoint,
+        changes: Sequence[ProjectChanges],
+    ) -> bool:
+        """
+        Where the sink shares *checkpoint*'s store: append *events* and save
+        *changes* in one transaction, True. Otherwise do nothing: False.
+        """
 
 
 def _counts(job: BatchJob) -> tuple[int, int, int]:
@@ -232,8 +288,27 @@ def _unpack_job(fields: list[object]) -> BatchJob:
     )
 
 
-def _encode_known(job: BatchJob, *, followed: bool) -> bytes:
-    return orjson.dumps([*_pack_job(job), followed])
+def _encode_known(job: BatchJob, *, followed: bool, occurrence: int = 0) -> bytes:
+    extra = [occurrence] if occurrence else []  # the first layout had none
+    return orjson.dumps([*_pack_job(job), followed, *extra])
+
+
+def _encode_gone(occurrence: int) -> bytes:
+    """A tombstone: the job went; *occurrence* is the number its return gets."""
+    return orjson.dumps({"gone": occurrence})
+
+
+def _decode_known(blob: bytes) -> tuple[BatchJob, bool, int] | int:
+    """A job record: (job, followed, occurrence), or a tombstone's number."""
+    record = orjson.loads(blob)
+    if isinstance(record, dict):
+        return int(record["gone"])
+    *fields, followed = record[:11]
+    occurrence = int(record[11]) if len(record) > 11 else 0  # noqa: PLR2004
+    return _unpack_job(fields), bool(followed), occurrence
+
+
+_TOMBSTONES: Final = 10_000  # per project: a job that comes back after more is new
 
 
 def _encode_event(event: JobEvent) -> bytes:
@@ -269,38 +344,60 @@ class _Project:
     __slots__ = (
         "dropped",
         "failures",
+        "fresh",
+        "gone",
         "jobs",
         "listed",
+        "occurrence",
         "open",
         "order",
         "pending",
         "taken",
+        "worked",
     )
 
     def __init__(self) -> None:
         self.listed = False  # a first listing succeeded: changes can be told
+        self.fresh = True  # no state kept: the first save replaces what is stored
+        self.worked = False  # a poll of this run succeeded
         self.jobs: dict[str, BatchJob] = {}  # the whole listing, by id
         # (created_at, id), oldest first: positions and ranges without a sort
         self.order: list[tuple[datetime, str]] = []
         self.open: set[str] = set()  # followed and not final: read every poll
         self.dropped: set[str] = set()  # only_unfinished: known, not followed
+        self.occurrence: dict[str, int] = {}  # jobs seen before: their return
+        self.gone: dict[str, int] = {}  # tombstones, oldest first
         self.failures = 0
         self.pending: list[JobEvent] = []  # loaded: a cut-off poll's events
         self.taken = 0
 
     @classmethod
-    def restore(cls, project_id: str, saved: SavedProject) -> _Project:
+    def restore(cls, project_id: str, saved: SavedProject, where: str) -> _Project:
+        """The project as *saved*; `StateError` naming *where* if it is damaged."""
         state = cls()
-        state.listed = True
+        state.listed, state.fresh = True, False
         jobs = []
-        for blob in saved.jobs.values():
-            *fields, followed = orjson.loads(blob)
-            jobs.append((_unpack_job(fields), bool(followed)))
+        for job_id, blob in saved.jobs.items():
+            try:
+                known = _decode_known(blob)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                msg = f"{where}: project {project_id}: job {job_id} is damaged ({exc})"
+                raise StateError(reason=msg, project_id=project_id) from None
+            if isinstance(known, int):
+                state.gone[job_id] = known
+            else:
+                jobs.append(known)
         # oldest first, so each put appends: 100,000 jobs load in linear time
-        jobs.sort(key=lambda pair: (pair[0].created_at, pair[0].job_id))
-        for job, followed in jobs:
+        jobs.sort(key=lambda known: (known[0].created_at, known[0].job_id))
+        for job, followed, occurrence in jobs:
             state.put(job, followed=followed)
-        state.pending = [_decode_event(project_id, b) for b in saved.pending]
+            if occurrence:
+                state.occurrence[job.job_id] = occurrence
+        try:
+            state.pending = [_decode_event(project_id, b) for b in saved.pending]
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            msg = f"{where}: project {project_id}: a pending event is damaged ({exc})"
+            raise StateError(reason=msg, project_id=project_id) from None
         state.taken = saved.taken
         return state
 
@@ -322,12 +419,23 @@ class _Project:
         else:
             self.dropped.add(job_id)
 
-    def remove(self, job_id: str) -> None:
+    def remove(self, job_id: str) -> list[str]:
+        """
+        Forget *job_id*, keeping a tombstone; the ids of tombstones dropped to
+        keep their number bounded.
+        """
         job = self.jobs.pop(job_id)
         index = bisect.bisect_left(self.order, (job.created_at, job_id))
         del self.order[index]
         self.open.discard(job_id)
         self.dropped.discard(job_id)
+        self.gone[job_id] = self.occurrence.pop(job_id, 0) + 1
+        dropped = []
+        while len(self.gone) > _TOMBSTONES:
+            oldest = next(iter(self.gone))
+            del self.gone[oldest]
+            dropped.append(oldest)
+        return dropped
 
     def rank(self, job: BatchJob) -> int:
         """How many known jobs sort before *job* newest first (its position)."""
@@ -345,6 +453,77 @@ class _Project:
 class _Options:
     emit_existing: bool
     only_unfinished: bool
+    scope: bytes = b""  # what the watch watches, as its state records it
+
+
+class _Diff:
+    """One poll's events and checkpoint changes for one project, as they build."""
+
+    __slots__ = ("delete", "events", "observed_at", "project_id", "state", "upsert")
+
+    def __init__(self, project_id: str, state: _Project, observed_at: datetime) -> None:
+        self.project_id = project_id
+        self.state = state
+        self.observed_at = observed_at
+        self.events: list[JobEvent] = []
+        self.upsert: dict[str, bytes] = {}
+        self.delete: list[str] = []
+
+    def event(
+        self, kind: JobEventKind, job: BatchJob, previous: BatchJob | None = None
+    ) -> None:
+        occurrence = self.state.occurrence.get(job.job_id, 0)
+        self.events.append(
+            JobEvent(
+                kind=kind,
+                project_id=self.project_id,
+                job=job,
+                previous=previous,
+                observed_at=self.observed_at,
+                event_id=_change_id(kind, self.project_id, job, previous, occurrence),
+            )
+        )
+
+    def appeared(self, job: BatchJob, options: _Options, *, first: bool) -> bool:
+        """A job new to the state: whether it is followed."""
+        occurrence = self.state.gone.pop(job.job_id, 0)
+        if occurrence:
+            self.state.occurrence[job.job_id] = occurrence
+        followed = not (options.only_unfinished and job.is_final)
+        if followed and (not first or options.emit_existing):
+            self.event(JobEventKind.CREATED, job)
+        if followed and not first and job.is_final:
+            self.event(JobEventKind.FINISHED, job)
+        return followed
+
+    def changed(self, job: BatchJob, old: BatchJob, options: _Options) -> bool:
+        """A followed job that changed: whether it is still followed."""
+        if old.status != job.status:
+            self.event(JobEventKind.STATUS_CHANGED, job, old)
+            if job.is_final and not old.is_final:
+                self.event(JobEventKind.FINISHED, job, old)
+        elif _counts(old) != _counts(job):
+            self.event(JobEventKind.PROGRESS, job, old)
+        return not (options.only_unfinished and job.is_final)  # no deleted later
+
+    def went(self, old: BatchJob) -> None:
+        state, job_id = self.state, old.job_id
+        if job_id not in state.dropped:
+            self.event(JobEventKind.DELETED, old)
+        for dropped in state.remove(job_id):
+            self.upsert.pop(dropped, None)
+            self.delete.append(dropped)
+        self.upsert[job_id] = _encode_gone(state.gone[job_id])
+
+    def changes(self, scope: bytes) -> ProjectChanges:
+        return ProjectChanges(
+            self.project_id,
+            self.upsert,
+            self.delete,
+            [_encode_event(e) for e in self.events],
+            scope=scope,
+            replace=self.state.fresh,
+        )
 
 
 def _diff(
@@ -358,24 +537,8 @@ def _diff(
     The events between what *state* knew and what a poll *seen* (None: gone);
     updates *state* and says what changed for a checkpoint.
     """
-    events: list[JobEvent] = []
-    upsert: dict[str, bytes] = {}
-    delete: list[str] = []
+    diff = _Diff(project_id, state, observed_at)
     first = not state.listed
-
-    def event(
-        kind: JobEventKind, job: BatchJob, previous: BatchJob | None = None
-    ) -> None:
-        events.append(
-            JobEvent(
-                kind=kind,
-                project_id=project_id,
-                job=job,
-                previous=previous,
-                observed_at=observed_at,
-            )
-        )
-
     present = sorted(
         (job for job in seen.values() if job is not None),
         key=lambda j: (j.created_at, j.job_id),
@@ -387,35 +550,23 @@ def _diff(
             continue
         followed = job_id not in state.dropped
         if old is None:
-            followed = not (options.only_unfinished and job.is_final)
-            if followed and (not first or options.emit_existing):
-                event(JobEventKind.CREATED, job)
-            if followed and not first and job.is_final:
-                event(JobEventKind.FINISHED, job)
+            followed = diff.appeared(job, options, first=first)
         elif followed:
-            if old.status != job.status:
-                event(JobEventKind.STATUS_CHANGED, job, old)
-                if job.is_final and not old.is_final:
-                    event(JobEventKind.FINISHED, job, old)
-            elif _counts(old) != _counts(job):
-                event(JobEventKind.PROGRESS, job, old)
-            if options.only_unfinished and job.is_final:
-                followed = False  # told it finished: no deleted later
+            followed = diff.changed(job, old, options)
         state.put(job, followed=followed)
-        upsert[job_id] = _encode_known(job, followed=followed)
+        diff.upsert[job_id] = _encode_known(
+            job, followed=followed, occurrence=state.occurrence.get(job_id, 0)
+        )
     gone = sorted(
         (state.jobs[job_id] for job_id, job in seen.items() if job is None),
         key=lambda j: (j.created_at, j.job_id),
     )
     for old in gone:
-        if old.job_id not in state.dropped:
-            event(JobEventKind.DELETED, old)
-        state.remove(old.job_id)
-        delete.append(old.job_id)
+        diff.went(old)
     state.listed = True
-    return events, ProjectChanges(
-        project_id, upsert, delete, [_encode_event(e) for e in events]
-    )
+    changes = diff.changes(options.scope)
+    state.fresh = False
+    return diff.events, changes
 
 
 def _pages(records: int, size: int) -> int:
@@ -512,6 +663,21 @@ class _Reader:
             offset += len(jobs) - 1 if len(jobs) > 1 else len(jobs)
             limit = size
         covered = state.jobs if at_end or oldest is None else state.newer_than(oldest)
+        return await self.settle(project_id, state, seen, covered, count)
+
+    async def settle(
+        self,
+        project_id: str,
+        state: _Project,
+        seen: dict[str, BatchJob | None],
+        covered: Iterable[str],
+        count: int,
+    ) -> dict[str, BatchJob | None] | None:
+        """
+        What the reads saw, with the known jobs of the range they *covered*
+        and not seen marked gone and the stragglers shown; None when the
+        count says a job the poll did not see went (re-list whole).
+        """
         for job_id in covered:
             seen.setdefault(job_id, None)
         stragglers = [i for i in state.open if i not in seen]
@@ -528,43 +694,121 @@ class _Reader:
         return seen
 
 
-def _check(
-    *,
-    interval: float,
-    report_after: int,
-    reconcile_every: int,
-    page_size: int,
-    concurrency: int,
-    shard: tuple[int, int] | None,
-) -> None:
-    if isinstance(interval, bool) or not (
-        isinstance(interval, int | float) and math.isfinite(interval) and interval > 0
-    ):
-        msg = f"interval must be a number of seconds above 0, not {interval!r}"
+# -- argument checks (kept apart: a shared module of checks can take them over) --
+
+_INTERVAL_MIN: Final = 0.1  # faster polling only spends the gateway's quota
+_SECONDS_MAX: Final = 86_400.0  # a day: longer is a mistake, not a poll
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        msg = f"{name} must be True or False, not {value!r}"
+        raise TypeError(msg)
+
+
+def _check_seconds(name: str, value: object, *, least: float) -> float:
+    """A finite number of seconds from *least* to a day, as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number of seconds, not {value!r}"
+        raise TypeError(msg)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past any float: 10**400
+        seconds = math.inf
+    if not (math.isfinite(seconds) and least <= seconds <= _SECONDS_MAX):
+        msg = (
+            f"{name} must be a finite number of seconds from {least:g} to "
+            f"{_SECONDS_MAX:g}, not {value!r}"
+        )
         raise ValueError(msg)
-    for name, value in (
-        ("report_after", report_after),
-        ("reconcile_every", reconcile_every),
-        ("page_size", page_size),
-        ("concurrency", concurrency),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = f"{name} must be a whole number of at least 1, not {value!r}"
+    return seconds
+
+
+def _check_whole(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be a whole number, not {value!r}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{name} must be a whole number of at least 1, not {value!r}"
+        raise ValueError(msg)
+
+
+def _check_checkpoint(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, str | os.PathLike):
+        msg = (
+            f"checkpoint must be a Checkpoint, not the path {str(value)!r}: "
+            "use checkpoint=SqliteCheckpoint(path)"
+        )
+        raise TypeError(msg)
+    _check_methods(
+        "checkpoint",
+        value,
+        ("claim", "renew", "location", "load", "save", "mark_taken", "aclose"),
+        "a Checkpoint (SqliteCheckpoint, RedisCheckpoint)",
+    )
+
+
+def _check_methods(name: str, value: object, methods: Sequence[str], what: str) -> None:
+    """*value* has each of *methods* (a protocol a user may implement)."""
+    if value is None:
+        return
+    missing = [m for m in methods if not callable(getattr(value, m, None))]
+    if missing:
+        msg = (
+            f"{name} must be {what}, not {type(value).__name__}: "
+            f"it has no {', '.join(missing)}"
+        )
+        raise TypeError(msg)
+
+
+def _check_shard(shard: object) -> None:
+    match shard:
+        case None:
+            pass
+        case (int() as index, int() as count) if (
+            not isinstance(index, bool)
+            and not isinstance(count, bool)
+            and 0 <= index < count
+        ):
+            pass
+        case _:
+            msg = f"shard must be (index, count) with 0 <= index < count, not {shard!r}"
             raise ValueError(msg)
-    if shard is not None:
-        match shard:
-            case (int() as index, int() as count) if (
-                not isinstance(index, bool)
-                and not isinstance(count, bool)
-                and 0 <= index < count
-            ):
-                pass
-            case _:
-                msg = (
-                    "shard must be (index, count) with 0 <= index < count, "
-                    f"not {shard!r}"
-                )
-                raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class _Settings:
+    """How a watch runs, its arguments checked: what `_watch` needs besides ids."""
+
+    interval: float
+    report_after: int
+    reconcile_every: int
+    concurrency: int
+    checkpoint: Checkpoint | None
+    sink: Sink | None
+    reset_state: bool
+    lease_ttl: float
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+
+
+def _lease_ttl(lease_ttl: object, interval: float) -> float:
+    if lease_ttl is None:  # a few polls: one slow poll does not lose the lease
+        return max(3 * interval, 10.0)
+    ttl = _check_seconds("lease_ttl", lease_ttl, least=_INTERVAL_MIN)
+    if ttl <= interval:
+        msg = f"lease_ttl must be longer than interval ({interval:g} s), not {ttl:g}"
+        raise ValueError(msg)
+    return ttl
+
+
+def _scope_of(scope: Mapping[str, object] | None, *, only_unfinished: bool) -> bytes:
+    return orjson.dumps(
+        {**(scope or {}), "only_unfinished": only_unfinished},
+        option=orjson.OPT_SORT_KEYS,
+    )
 
 
 def watch(
@@ -582,7 +826,11 @@ def watch(
     page_size: int = 100,
     concurrency: int = 32,
     checkpoint: Checkpoint | None = None,
+    sink: Sink | None = None,
     shard: tuple[int, int] | None = None,
+    scope: Mapping[str, object] | None = None,
+    reset_state: bool = False,
+    lease_ttl: float | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncGenerator[JobEvent, None]:
@@ -600,61 +848,136 @@ def watch(
     finishes is dropped after its ``finished`` event (no ``deleted`` later).
     *reconcile_every* polls a project is re-listed whole (1: every poll).
     *concurrency* bounds the projects polled at once; *checkpoint* and *shard*
-    as the module describes. *clock* (Unix seconds) and *sleep* are for tests.
+    as the module describes. With *sink*, each poll's job events are written
+    to it (with the state, in one transaction where it shares the
+    checkpoint's store) before they are yielded. *scope* (endpoint, instance,
+    job type) is what the checkpoint records with *only_unfinished*: a state
+    kept for another scope is refused (`StateError`) unless *reset_state*,
+    which starts it over.
+    *lease_ttl* is how long the checkpoint's ownership lasts without a poll
+    (by default three intervals, at least 10 s). *clock* (Unix seconds) and
+    *sleep* are for tests.
 
     Raises:
-        ValueError: No project, a bad *interval* (it must be above 0),
-            *shard* or bound.
+        TypeError: An argument of the wrong type (a path as *checkpoint*: use
+            `SqliteCheckpoint`).
+        ValueError: No project, an *interval* under 0.1 s or over a day, a bad
+            *shard*, bound or *lease_ttl*.
     """
     ids = list(dict.fromkeys(project_ids))
     if not ids:
         msg = "no project to watch: give at least one project id"
         raise ValueError(msg)
-    _check(
-        interval=interval,
-        report_after=report_after,
-        reconcile_every=reconcile_every,
-        page_size=page_size,
-        concurrency=concurrency,
-        shard=shard,
-    )
+    seconds = _check_seconds("interval", interval, least=_INTERVAL_MIN)
+    for name, flag in (
+        ("emit_existing", emit_existing),
+        ("only_unfinished", only_unfinished),
+        ("skip_idle", skip_idle),
+        ("reset_state", reset_state),
+    ):
+        _check_bool(name, flag)
+    for name, value in (
+        ("report_after", report_after),
+        ("reconcile_every", reconcile_every),
+        ("page_size", page_size),
+        ("concurrency", concurrency),
+    ):
+        _check_whole(name, value)
+    _check_checkpoint(checkpoint)
+    _check_methods("sink", sink, ("write", "commit"), "a Sink (RedisStreamSink)")
+    _check_shard(shard)
     if shard is not None:
         ids = [pid for pid in ids if shard_of(pid, shard[1]) == shard[0]]
     reader = _Reader(read_page, list_project, show_job, page_size, skip_idle)
-    return _watch(
-        ids,
-        reader,
-        _Options(emit_existing=emit_existing, only_unfinished=only_unfinished),
-        interval=interval,
+    options = _Options(
+        emit_existing=emit_existing,
+        only_unfinished=only_unfinished,
+        scope=_scope_of(scope, only_unfinished=only_unfinished),
+    )
+    settings = _Settings(
+        interval=seconds,
         report_after=report_after,
         reconcile_every=reconcile_every,
         concurrency=concurrency,
         checkpoint=checkpoint,
+        sink=sink,
+        reset_state=reset_state,
+        lease_ttl=_lease_ttl(lease_ttl, seconds),
         clock=clock,
         sleep=sleep,
     )
+    return _watch(_Run(ids, reader, options, settings))
 
 
-async def _watch(
-    ids: list[str],
-    reader: _Reader,
-    options: _Options,
-    *,
-    interval: float,
-    report_after: int,
-    reconcile_every: int,
-    concurrency: int,
-    checkpoint: Checkpoint | None,
-    clock: Callable[[], float],
-    sleep: Callable[[float], Awaitable[None]],
-) -> AsyncGenerator[JobEvent, None]:
-    states: dict[str, _Project] = {}
-    # staggered: each project's safety re-list falls in a poll of its own
-    phase = {pid: shard_of(pid, reconcile_every) for pid in ids}
+@attrs.frozen
+class _Batch:
+    """Events to deliver for one project; *first* numbers them for the state
+    (None: not the state's, as ``project_failed`` is not)."""
 
-    async def each(work: Callable[[str], Awaitable[None]]) -> None:
+    project_id: str
+    events: Sequence[JobEvent]
+    first: int | None = 0
+
+    def numbered(self) -> Iterable[tuple[int | None, JobEvent]]:
+        if self.first is None:
+            return ((None, event) for event in self.events)
+        return enumerate(self.events, start=self.first + 1)
+
+
+class _Hand:
+    """The event the consumer holds, marked taken when it asks for the next."""
+
+    __slots__ = ("checkpoint", "held")
+
+    def __init__(self, checkpoint: Checkpoint | None) -> None:
+        self.checkpoint = checkpoint
+        self.held: tuple[str, int] | None = None
+
+    def hold(self, project_id: str, number: int | None) -> None:
+        self.held = None if number is None else (project_id, number)
+
+    def keep(self) -> None:
+        """The consumer failed with the event: it comes again after a restart."""
+        self.held = None
+
+    async def take(self) -> None:
+        held = self.held
+        if held is not None and self.checkpoint is not None:
+            try:
+                await self.checkpoint.mark_taken(*held)
+            except asyncio.CancelledError:
+                raise  # still held: the clean stop that follows takes it
+            except BaseException:
+                self.held = None  # the store failed: do not try again on the way out
+                raise
+        self.held = None
+
+
+def _fails_for_good(error: IefError) -> bool:
+    """401/403/404 (and IEF.011005): no later poll can work without a fix."""
+    return isinstance(error, AuthenticationError | NotFoundError)
+
+
+class _Run:
+    """One watch's projects, polls and state; `_watch` delivers what it finds."""
+
+    def __init__(
+        self, ids: list[str], reader: _Reader, options: _Options, settings: _Settings
+    ) -> None:
+        self.ids = ids
+        self.reader = reader
+        self.options = options
+        self.settings = settings
+        self.states: dict[str, _Project] = {}
+        # staggered: each project's safety re-list falls in a poll of its own
+        self.phase = {pid: shard_of(pid, settings.reconcile_every) for pid in ids}
+        self.polls = 0
+        self.started: float | None = None
+        self.results: dict[str, tuple[list[JobEvent], ProjectChanges] | IefError] = {}
+
+    async def each(self, work: Callable[[str], Awaitable[None]]) -> None:
         # at most *concurrency* projects at once, not one task per project
-        todo = iter(ids)
+        todo = iter(self.ids)
 
         async def worker() -> None:
             for project_id in todo:
@@ -662,84 +985,194 @@ async def _watch(
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(concurrency, len(ids))):
+                for _ in range(min(self.settings.concurrency, len(self.ids))):
                     group.create_task(worker())
         except ExceptionGroup as failed:
             # one worker's error (a checkpoint that fails, a bug) stopped them
             # all: raise it as it came, not wrapped in a group
             raise failed.exceptions[0]  # noqa: B904 (its own traceback says where)
 
-    async def load(project_id: str) -> None:
+    async def start(self) -> list[_Batch]:
+        """Claim and load the state; what a cut-off poll had not delivered."""
+        checkpoint = self.settings.checkpoint
+        if checkpoint is not None:
+            await checkpoint.claim(self.ids, ttl=self.settings.lease_ttl)
+        await self.each(self.load)
+        batches = []
+        for project_id in self.ids:
+            state = self.states[project_id]
+            if state.taken < len(state.pending):
+                rest = state.pending[state.taken :]
+                batches.append(_Batch(project_id, rest, state.taken))
+            state.pending = []
+        if self.settings.sink is not None:  # cut off before they reached it
+            await self.hand_over(batches)
+            return [_Batch(b.project_id, b.events, None) for b in batches]
+        return batches
+
+    async def hand_over(self, batches: Sequence[_Batch]) -> None:
+        """Write tracked events to the sink, then mark them taken."""
+        sink, checkpoint = self.settings.sink, self.settings.checkpoint
+        assert sink is not None  # noqa: S101 (only called with one)
+        written = [batch for batch in batches if batch.first is not None]
+        await sink.write([event for batch in written for event in batch.events])
+        if checkpoint is not None:
+            for batch in written:
+                taken = (batch.first or 0) + len(batch.events)
+                await checkpoint.mark_taken(batch.project_id, taken)
+
+    async def commit(
+        self, changes: list[ProjectChanges], batches: list[_Batch]
+    ) -> list[_Batch]:
+        """Save the poll, and write its events to the sink: what to yield."""
+        sink, checkpoint = self.settings.sink, self.settings.checkpoint
+        if sink is None:
+            if checkpoint is not None and changes:
+                await checkpoint.save(changes)
+            return batches
+        events = [
+            e for batch in batches if batch.first is not None for e in batch.events
+        ]
+        delivered = [attrs.evolve(change, pending=()) for change in changes]
+        if checkpoint is None:
+            await sink.write(events)
+        elif changes and not await sink.commit(events, checkpoint, delivered):
+            await checkpoint.save(changes)
+            await self.hand_over(batches)
+        # in the sink already: yielding them takes nothing
+        return [_Batch(batch.project_id, batch.events, None) for batch in batches]
+
+    async def load(self, project_id: str) -> None:
+        checkpoint = self.settings.checkpoint
         saved = None if checkpoint is None else await checkpoint.load(project_id)
-        states[project_id] = (
-            _Project() if saved is None else _Project.restore(project_id, saved)
-        )
+        if checkpoint is None or saved is None or self.settings.reset_state:
+            self.states[project_id] = _Project()
+            return
+        where = checkpoint.location(project_id)
+        if saved.scope:
+            _same_scope(where, project_id, saved.scope, self.options.scope)
+        self.states[project_id] = _Project.restore(project_id, saved, where)
 
-    polls = 0
-    results: dict[str, tuple[list[JobEvent], ProjectChanges] | IefError] = {}
+    async def poll(self) -> list[_Batch]:
+        """One poll of every project: saved, then what to deliver."""
+        settings = self.settings
+        if self.started is not None:
+            pause = self.started + settings.interval - settings.clock()
+            await settings.sleep(max(0.0, pause))
+        self.started = settings.clock()
+        self.polls += 1
+        self.results.clear()
+        checkpoint = settings.checkpoint
+        if checkpoint is not None:
+            await checkpoint.renew()  # a lost lease stops the watch before it reads
+        await self.each(self.poll_one)
+        changes = [
+            result[1]
+            for pid in self.ids
+            if not isinstance(result := self.results[pid], IefError)
+            and (result[0] or result[1].upsert or result[1].delete or result[1].replace)
+        ]
+        batches = [batch for pid in self.ids if (batch := self.outcome(pid))]
+        return await self.commit(changes, batches)
 
-    async def poll(project_id: str) -> None:
-        state = states[project_id]
+    def hopeless(self) -> IefError | None:
+        """
+        The first error when every project failed for good on its first poll
+        (a wrong token, wrong endpoint): no later poll can work.
+        """
+        errors = [self.results.get(pid) for pid in self.ids]
+        if (
+            self.ids
+            and self.polls == 1
+            and all(
+                isinstance(error, IefError) and _fails_for_good(error)
+                for error in errors
+            )
+        ):
+            return errors[0] if isinstance(errors[0], IefError) else None
+        return None
+
+    async def poll_one(self, project_id: str) -> None:
+        state, reader = self.states[project_id], self.reader
+        phase = (self.polls + self.phase[project_id]) % self.settings.reconcile_every
         try:
             seen = None
-            if state.listed and (polls + phase[project_id]) % reconcile_every:
+            if state.listed and phase:
                 seen = await reader.incremental(project_id, state)
             if seen is None:
                 seen = await reader.full(project_id, state)
         except IefError as exc:  # reported as an event, never the end of the watch
-            results[project_id] = exc
+            self.results[project_id] = exc
             return
-        observed_at = datetime.fromtimestamp(clock(), UTC)
-        results[project_id] = _diff(project_id, state, seen, observed_at, options)
+        observed_at = datetime.fromtimestamp(self.settings.clock(), UTC)
+        self.results[project_id] = _diff(
+            project_id, state, seen, observed_at, self.options
+        )
 
-    in_hand: tuple[str, int] | None = None  # the event the consumer holds
+    def outcome(self, project_id: str) -> _Batch | None:
+        result, state = self.results[project_id], self.states[project_id]
+        if not isinstance(result, IefError):
+            state.failures, state.worked = 0, True
+            return _Batch(project_id, result[0]) if result[0] else None
+        state.failures += 1
+        at_once = not state.worked and state.failures == 1 and _fails_for_good(result)
+        if not at_once and state.failures % self.settings.report_after:
+            return None
+        failed = JobEvent(
+            kind=JobEventKind.PROJECT_FAILED,
+            project_id=project_id,
+            job=None,
+            observed_at=datetime.fromtimestamp(self.settings.clock(), UTC),
+            error=result,
+            failures=state.failures,
+        )
+        return _Batch(project_id, [failed], None)
+
+
+def _same_scope(where: str, project_id: str, saved: bytes, ours: bytes) -> None:
+    """Refuse a state kept for other settings: its changes would all be false."""
+    if saved == ours:
+        return
     try:
-        await each(load)
-        for project_id in ids:  # first, what a cut-off poll had not delivered
-            state = states[project_id]
-            for index in range(state.taken, len(state.pending)):
-                in_hand = (project_id, index + 1)
-                yield state.pending[index]
-                if checkpoint is not None:
-                    await checkpoint.mark_taken(*in_hand)
-                in_hand = None
-            state.pending = []
+        theirs = orjson.loads(saved)
+        mine = orjson.loads(ours)
+        differing = next(
+            key for key in sorted({*theirs, *mine}) if theirs.get(key) != mine.get(key)
+        )
+    except (ValueError, AttributeError, StopIteration):
+        msg = f"{where}: project {project_id}: its scope record is damaged"
+        raise StateError(reason=msg, project_id=project_id) from None
+    msg = (
+        f"{where}: project {project_id} was watched with {differing}="
+        f"{theirs.get(differing)!r}, this watch has {mine.get(differing)!r}; "
+        "reset the state to start over (--reset-state, or reset_state=True)"
+    )
+    raise StateError(reason=msg, project_id=project_id)
+
+
+async def _watch(run: _Run) -> AsyncGenerator[JobEvent, None]:
+    """
+    Deliver what *run* finds, and mark each event taken when the consumer asks
+    for the next one or stops cleanly (``aclose()``, cancellation); an
+    exception thrown in (`Stream` throws the one leaving ``async with``)
+    keeps it for redelivery.
+    """
+    hand = _Hand(run.settings.checkpoint)
+    try:
+        batches = await run.start()
         while True:
-            started = clock()
-            polls += 1
-            results.clear()
-            await each(poll)
-            changes = [
-                result[1]
-                for pid in ids
-                if not isinstance(result := results[pid], IefError)
-                and (result[0] or result[1].upsert or result[1].delete)
-            ]
-            if checkpoint is not None and changes:
-                await checkpoint.save(changes)
-            for project_id in ids:
-                result, state = results[project_id], states[project_id]
-                if isinstance(result, IefError):
-                    state.failures += 1
-                    if state.failures % report_after == 0:
-                        yield JobEvent(
-                            kind=JobEventKind.PROJECT_FAILED,
-                            project_id=project_id,
-                            job=None,
-                            observed_at=datetime.fromtimestamp(clock(), UTC),
-                            error=result,
-                            failures=state.failures,
-                        )
-                    continue
-                state.failures = 0
-                for index, event in enumerate(result[0]):
-                    in_hand = (project_id, index + 1)
-                    yield event
-                    if checkpoint is not None:
-                        await checkpoint.mark_taken(*in_hand)
-                    in_hand = None
-            await sleep(max(0.0, started + interval - clock()))
+            for batch in batches:
+                for number, event in batch.numbered():
+                    hand.hold(batch.project_id, number)
+                    try:
+                        yield event
+                    except Exception:
+                        hand.keep()  # the consumer failed with it: redeliver
+                        raise
+                    await hand.take()
+            if (error := run.hopeless()) is not None:
+                raise error  # after each project's project_failed
+            batches = await run.poll()
     finally:
-        # a clean stop: the event the consumer holds counts as taken
-        if in_hand is not None and checkpoint is not None:
-            await checkpoint.mark_taken(*in_hand)
+        # a clean stop (aclose, cancellation): the event in hand counts as taken
+        await hand.take()

@@ -54,6 +54,47 @@ class ListClock:
         return self.stats.requests_by_call["list"]
 
 
+async def spawn_watcher(
+    emulator: Emulator,
+    log: Path,
+    args: list[str],
+    *,
+    stdout: int,
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """
+    ``ief-jobs watch --format jsonl --interval 0.1 *args* PROJECTS`` as a
+    child process on *emulator*, its stderr appended to *log*; the machine's
+    own credentials and state left out, *env* added.
+    """
+    environment = {
+        **os.environ,
+        "IEF_ENDPOINT": emulator.base_url,
+        "IEF_TOKEN": emulator.token,
+    }
+    for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "IEF_JOBS_STATE"):
+        environment.pop(name, None)
+    with log.open("ab") as errors:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from ief_jobs.cli import main; main()",
+            "watch",
+            "--format",
+            "jsonl",
+            "--interval",
+            "0.1",
+            *args,
+            *emulator.project_ids,
+            stdout=stdout,
+            stderr=errors,
+            env={**environment, **(env or {})},
+            # a test run from a background job inherits SIGINT ignored: the
+            # child gets Python's own Ctrl-C handling back, as in a terminal
+            preexec_fn=_default_sigint,
+        )
+
+
 class Watcher:
     """One run of ``ief-jobs watch`` as a child process; its complete lines."""
 
@@ -64,33 +105,12 @@ class Watcher:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        env = {
-            **os.environ,
-            "IEF_ENDPOINT": self.emulator.base_url,
-            "IEF_TOKEN": self.emulator.token,
-        }
-        for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "IEF_JOBS_STATE"):
-            env.pop(name, None)
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "from ief_jobs.cli import main; main()",
-                "watch",
-                "--state",
-                str(self.state),
-                "--format",
-                "jsonl",
-                "--interval",
-                "0.1",
-                *self.emulator.project_ids,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=env,
-                # a test run from a background job inherits SIGINT ignored: the
-                # child gets Python's own Ctrl-C handling back, as in a terminal
-                preexec_fn=_default_sigint,
-            )
+        self.process = await spawn_watcher(
+            self.emulator,
+            self.log,
+            ["--state", str(self.state)],
+            stdout=asyncio.subprocess.PIPE,
+        )
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:

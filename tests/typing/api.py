@@ -24,9 +24,12 @@ from ief_jobs import (
     ListingMovedError,
     NotFoundError,
     RedisCheckpoint,
+    RedisStreamSink,
     ServerError,
+    Sink,
     SortOrder,
     SqliteCheckpoint,
+    StateError,
     ThrottledError,
     TokenAuth,
     auth_from_env,
@@ -103,3 +106,20 @@ async def use_checkpoints(path: str, url: str) -> None:
             events = ief.watch_jobs(["p1"], checkpoint=store, shard=(0, 2))
             async for event in events:
                 assert_type(event.event_id, str)
+
+
+async def use_sink(url: str) -> None:
+    async with (
+        IefClient("https://ief.example.com", auth=TokenAuth("t")) as ief,
+        RedisCheckpoint.from_url(url) as state,
+        RedisStreamSink.from_url(url, stream="jobs") as stream,
+    ):
+        sink: Sink = stream
+        try:
+            async with ief.watch_jobs(
+                ["p1"], checkpoint=state, sink=sink, reset_state=True, lease_ttl=90
+            ) as events:
+                async for event in events:
+                    assert_type(event, JobEvent)
+        except StateError as error:
+            assert_type(error.reason, str)
