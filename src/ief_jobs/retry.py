@@ -201,6 +201,7 @@ class AdaptiveLimiter:
     """
 
     __slots__ = (
+        "__weakref__",  # telemetry's gauges read a live limiter, never keep it
         "_decreased_at",
         "_in_flight",
         "_limit",

@@ -24,6 +24,7 @@ from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from ._signing import encode_query
+from ._telemetry import NO_ATTEMPT, Call, Request, Telemetry
 from .auth import Auth, RefreshableAuth
 from .codec import decode_job_detail, decode_page
 from .errors import (
@@ -75,6 +76,7 @@ class Transport:
         "adaptive",
         "limiter",
         "requests_sent",
+        "telemetry",
     )
 
     def __init__(
@@ -91,6 +93,7 @@ class Transport:
         verify_ssl: bool,
         adaptive: bool,
         rate_limit: float | None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._base_path = endpoint.path.rstrip("/")
@@ -113,6 +116,9 @@ class Transport:
         )
         self.adaptive = adaptive
         self.requests_sent = 0
+        self.telemetry = telemetry
+        if telemetry is not None:
+            telemetry.track(self.limiter, self._rate_limiter)
 
     @property
     def closed(self) -> bool:
@@ -147,10 +153,11 @@ class Transport:
     # -- one walk's requests --------------------------------------------------
 
     def page_fetcher(
-        self, project_id: str, query: ListQuery
+        self, project_id: str, query: ListQuery, call: Call | None = None
     ) -> Callable[[int, int], Awaitable[JobPage]]:
         """
-        ``fetch(offset, limit) -> JobPage`` for one project and query.
+        ``fetch(offset, limit) -> JobPage`` for one project and query, its
+        requests traced under *call* (with telemetry on).
 
         What every request of the walk shares is built here, once: the path, the
         query's fixed parameters (encoded by the signer's rules, so what
@@ -170,10 +177,16 @@ class Transport:
         prefix = f"{path}?{before}&" if before else f"{path}?"
         suffix = f"&{after}" if after else ""
         headers = self._headers(project_id, query.instance_id)
+        telemetry = self.telemetry
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            return await self.fetch(url, headers, project_id, offset, decode_page)
+            trace = None
+            if telemetry is not None:
+                trace = telemetry.request(call, url, offset, limit)
+            return await self.fetch(
+                url, headers, project_id, offset, decode_page, trace=trace
+            )
 
         return fetch
 
@@ -185,7 +198,11 @@ class Transport:
         return headers
 
     async def get_job(
-        self, project_id: str, job_id: str, instance_id: str | None
+        self,
+        project_id: str,
+        job_id: str,
+        instance_id: str | None,
+        call: Call | None = None,
     ) -> BatchJobDetail:
         """
         ShowBatchJob for one job, as a page is fetched: the same credentials,
@@ -204,7 +221,10 @@ class Transport:
             )
 
         headers = self._headers(project_id, instance_id)
-        return await self.fetch(url, headers, project_id, None, decode)
+        trace = None
+        if self.telemetry is not None:
+            trace = self.telemetry.request(call, url, None, None)
+        return await self.fetch(url, headers, project_id, None, decode, trace=trace)
 
     async def fetch(
         self,
@@ -213,9 +233,12 @@ class Transport:
         project_id: str,
         offset: int | None,
         decode: Callable[..., T],
+        *,
+        trace: Request | None = None,
     ) -> T:
         """
-        One GET with retries, its body turned into a record by *decode*.
+        One GET with retries, its body turned into a record by *decode*, each
+        attempt reported to *trace* (with telemetry on).
 
         *decode* is called as ``decode(body, project_id=, offset=,
         request_id=)`` (`decode_page` for a page of the list call); *offset* is
@@ -225,7 +248,9 @@ class Transport:
         retry = self._retry
         started = retry.clock()
         try:
-            return await self._send(url, headers, project_id, offset, decode)
+            return await self._send(
+                url, headers, project_id, offset, decode, trace=trace
+            )
         except IefError as exc:
             if retry.attempts == 1 or not retry.is_retryable(exc):
                 raise
@@ -238,7 +263,9 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(url, headers, project_id, offset, decode)
+                    return await self._send(
+                        url, headers, project_id, offset, decode, trace=trace
+                    )
         except IefError as exc:
             exc.attempts = attempt_number
             raise
@@ -251,33 +278,45 @@ class Transport:
         project_id: str,
         offset: int | None,
         decode: Callable[..., T],
+        *,
+        trace: Request | None,
     ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
         refreshed = False
         while True:
             sent = headers.copy()  # the auth writes into it
+            probe = NO_ATTEMPT if trace is None else trace.attempt()
             ticket = await limiter.acquire()
             try:
+                probe.admitted()
                 if self._rate_limiter is not None:
                     await self._rate_limiter.acquire()
+                    probe.paced()
                 # signed last, so X-Sdk-Date is not aged by the wait for a slot
                 await self._authorize(url, sent, project_id, offset)
                 status, body, answer_headers = await self._request(
                     session, url, sent, project_id, offset
                 )
+            except BaseException as exc:
+                probe.failed(exc)
+                raise
             finally:
                 limiter.release()
             request_id = answer_headers.get("X-Request-Id")
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode(
+                probe.answered(status, len(body), None)
+                record = decode(
                     body, project_id=project_id, offset=offset, request_id=request_id
                 )
+                probe.decoded(record)
+                return record
             error = error_from_response(
                 status, body, answer_headers, project_id=project_id, offset=offset
             )
+            probe.answered(status, len(body), error)
             if isinstance(error, ThrottledError) and self.adaptive:
                 limiter.throttled(ticket)
             if (

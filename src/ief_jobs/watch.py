@@ -77,6 +77,7 @@ import enum
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -91,6 +92,7 @@ from typing import Final, TypeVar
 import attrs
 import orjson
 
+from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import IefError
 from .models import BatchJob, JobPage, JobStatus, JobType
@@ -567,6 +569,26 @@ def _check(
                 raise ValueError(msg)
 
 
+def _report_round(
+    observer: WatchObserver,
+    results: dict[str, tuple[list[JobEvent], ProjectChanges] | IefError],
+    report_after: int,
+    states: dict[str, _Project],
+) -> None:
+    """Tell *observer* how the round went, before its events are yielded."""
+    kinds: Counter[str] = Counter()
+    failed = 0
+    for project_id, result in results.items():
+        if isinstance(result, IefError):
+            failed += 1
+            # the failure this round makes will be reported as an event
+            if (states[project_id].failures + 1) % report_after == 0:
+                kinds[JobEventKind.PROJECT_FAILED.value] += 1
+        else:
+            kinds.update(event.kind.value for event in result[0])
+    observer.round_done(polled=len(results) - failed, failed=failed, events=kinds)
+
+
 def watch(
     project_ids: Iterable[str],
     *,
@@ -585,6 +607,7 @@ def watch(
     shard: tuple[int, int] | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    observer: WatchObserver | None = None,
 ) -> AsyncGenerator[JobEvent, None]:
     """
     Poll every project each *interval* seconds; yield what changed.
@@ -601,6 +624,7 @@ def watch(
     *reconcile_every* polls a project is re-listed whole (1: every poll).
     *concurrency* bounds the projects polled at once; *checkpoint* and *shard*
     as the module describes. *clock* (Unix seconds) and *sleep* are for tests.
+    *observer* hears of each poll round (telemetry and health).
 
     Raises:
         ValueError: No project, a bad *interval* (it must be above 0),
@@ -632,6 +656,7 @@ def watch(
         checkpoint=checkpoint,
         clock=clock,
         sleep=sleep,
+        observer=NO_OBSERVER if observer is None else observer,
     )
 
 
@@ -647,6 +672,7 @@ async def _watch(
     checkpoint: Checkpoint | None,
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]],
+    observer: WatchObserver = NO_OBSERVER,
 ) -> AsyncGenerator[JobEvent, None]:
     states: dict[str, _Project] = {}
     # staggered: each project's safety re-list falls in a poll of its own
@@ -708,7 +734,8 @@ async def _watch(
             started = clock()
             polls += 1
             results.clear()
-            await each(poll)
+            with observer.poll_round(len(ids)):  # no yield inside: see there
+                await each(poll)
             changes = [
                 result[1]
                 for pid in ids
@@ -716,7 +743,9 @@ async def _watch(
                 and (result[0] or result[1].upsert or result[1].delete)
             ]
             if checkpoint is not None and changes:
-                await checkpoint.save(changes)
+                with observer.checkpoint_write():
+                    await checkpoint.save(changes)
+            _report_round(observer, results, report_after, states)
             for project_id in ids:
                 result, state = results[project_id], states[project_id]
                 if isinstance(result, IefError):
