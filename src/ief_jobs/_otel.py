@@ -99,7 +99,7 @@ class _Instruments:
             description="Records decoded",
         )
         self.bytes_read = meter.create_counter(
-            "ief_jobs.client.bytes_read",
+            "ief_jobs.client.received",
             unit="By",
             description="Response body bytes read",
         )
@@ -522,8 +522,11 @@ class _OtelWatchObserver(WatchObserver):
                 call.end(error)
                 self._round = None
 
-    def round_done(self, *, polled: int, failed: int, events: dict[str, int]) -> None:
-        super().round_done(polled=polled, failed=failed, events=events)
+    def round_done(
+        self, *, polled: int, failures: dict[str, Exception], events: dict[str, int]
+    ) -> None:
+        super().round_done(polled=polled, failures=failures, events=events)
+        failed = len(failures)
         counter = self._telemetry.instruments.events
         for kind, count in events.items():
             counter.add(count, {"ief_jobs.event.kind": kind})

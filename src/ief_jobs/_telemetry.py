@@ -16,6 +16,7 @@ error is named by its exception class, never by its message.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
@@ -45,6 +46,7 @@ T = TypeVar("T")
 # A poll round that has not succeeded for this many intervals makes the watch
 # unhealthy: one slow or failed round is weather, three are an outage.
 UNHEALTHY_AFTER_INTERVALS = 3
+_log: Final = logging.getLogger("ief_jobs.watch")
 
 
 class Attempt(Protocol):
@@ -288,11 +290,26 @@ class WatchObserver:
         """Around one round's polls (no ``yield`` of the watch inside)."""
         yield
 
-    def round_done(self, *, polled: int, failed: int, events: dict[str, int]) -> None:
-        """A round's outcome: projects polled and failed, events by kind."""
-        del events  # counted by the metrics backend
+    def round_done(
+        self, *, polled: int, failures: dict[str, Exception], events: dict[str, int]
+    ) -> None:
+        """A round's outcome: projects polled, failures by project, events by kind."""
+        for project_id, error in failures.items():
+            # the class only: an error's message may quote what a server said
+            _log.warning(
+                "poll of project %s failed: %s",
+                project_id,
+                type(error).__qualname__,
+                extra={"project": project_id},
+            )
+        _log.info(
+            "poll round: %d project(s) polled, %d failed, %d event(s)",
+            polled,
+            len(failures),
+            sum(events.values()),
+        )
         if self.health is not None:
-            self.health.round_done(polled=polled, failed=failed)
+            self.health.round_done(polled=polled, failed=len(failures))
 
     @contextlib.contextmanager
     def checkpoint_write(self) -> Iterator[None]:

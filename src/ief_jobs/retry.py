@@ -172,6 +172,7 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
         state.upcoming_sleep,
         state.attempt_number,
         exc,
+        extra={"project": getattr(exc, "project_id", None)},  # for JSON lines
     )
 
 

@@ -577,16 +577,18 @@ def _report_round(
 ) -> None:
     """Tell *observer* how the round went, before its events are yielded."""
     kinds: Counter[str] = Counter()
-    failed = 0
+    failures: dict[str, Exception] = {}
     for project_id, result in results.items():
         if isinstance(result, IefError):
-            failed += 1
+            failures[project_id] = result
             # the failure this round makes will be reported as an event
             if (states[project_id].failures + 1) % report_after == 0:
                 kinds[JobEventKind.PROJECT_FAILED.value] += 1
         else:
             kinds.update(event.kind.value for event in result[0])
-    observer.round_done(polled=len(results) - failed, failed=failed, events=kinds)
+    observer.round_done(
+        polled=len(results) - len(failures), failures=failures, events=kinds
+    )
 
 
 def watch(

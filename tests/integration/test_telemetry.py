@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _support import no_sleep
+from _support import TOKEN, no_sleep
 from ief_jobs import (
+    ApiError,
     IefClient,
     JobEventKind,
     NotFoundError,
@@ -32,6 +34,7 @@ from ief_jobs import (
     TokenAuth,
     WatchHealth,
 )
+from ief_jobs._daemon import JsonFormatter
 from ief_jobs.emulator import Emulator, Faults
 
 
@@ -287,7 +290,7 @@ class TestMetrics:
         assert stats.statuses[429] == otel.total("ief_jobs.client.throttled")
         assert stats.requests - by_class["2xx"] == otel.total("ief_jobs.client.retries")
         assert otel.total("ief_jobs.client.records") >= 300
-        assert otel.total("ief_jobs.client.bytes_read") > 0
+        assert otel.total("ief_jobs.client.received") > 0
         [(attributes, value)] = limit
         assert {"server.address": "127.0.0.1"}.items() <= attributes.items()
         assert 1 == value
@@ -394,3 +397,70 @@ class TestHealth:
             WatchHealth(0)
         with pytest.raises(TypeError, match="interval"):
             WatchHealth("5")  # type: ignore[arg-type]
+
+
+class TestSecrets:
+    async def test_no_span_metric_or_log_line_carries_the_token(
+        self, otel: Otel, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A hostile server echoes the token in its bodies, request ids and
+        error messages: no span attribute or event, metric label, or JSON log
+        line (every logger at DEBUG) repeats it."""
+        token = TOKEN
+        answers = iter([503, 429, 400])
+
+        async def echo(request: web.Request) -> web.Response:
+            heard = request.headers.get("X-Auth-Token", "")
+            status = next(answers, 500)
+            body = {"error_code": f"IEF.{heard}", "error_msg": f"bad token {heard}"}
+            return web.json_response(
+                body,
+                status=status,
+                headers={"X-Request-Id": heard, "Retry-After": "0"},
+            )
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server: Any = site._server
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        caplog.set_level(logging.DEBUG)
+        try:
+            async with IefClient(
+                url,
+                auth=TokenAuth(token),
+                retry=RetryPolicy(attempts=5, sleep=no_sleep),
+                tracer_provider=otel.tracer_provider,
+                meter_provider=otel.meter_provider,
+            ) as ief:
+                with pytest.raises(ApiError):
+                    await ief.count_jobs("p1")
+                health = WatchHealth(1)
+                async with ief.watch_jobs(
+                    ["p1"], report_after=1, sleep=no_sleep, health=health
+                ) as events:
+                    await anext(events)  # project_failed
+        finally:
+            await runner.cleanup()
+
+        spans = otel.spans()
+        assert len(otel.spans("GET")) >= 4
+        seen: list[str] = []
+        for span in spans:
+            seen.append(span.name)
+            seen.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+            for event in span.events:
+                seen.append(event.name)
+                seen.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
+        for name, points in otel.metrics().items():
+            seen.append(name)
+            seen.extend(f"{k}={v}" for attrs, _ in points for k, v in attrs.items())
+        formatter = JsonFormatter()
+        ours = [r for r in caplog.records if r.name == "ief_jobs.watch"]
+        assert ours
+        seen.extend(formatter.format(record) for record in ours)
+        assert "error.type=ServerError" in seen
+        assert not [text for text in seen if token in text]

@@ -1,0 +1,125 @@
+"""
+``ief-jobs watch --metrics-port 0`` as a daemon: a real scrape of /metrics, a
+/healthz that turns 503 when the emulator stops answering, JSON log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ief_jobs.emulator import Emulator
+
+_SERVING = re.compile(rb"ief-jobs: serving (http://127\.0\.0\.1:\d+)/metrics")
+
+
+async def _until(
+    session: aiohttp.ClientSession, url: str, ready: str, want: int
+) -> str:
+    """GET *url* until it answers *want* with *ready* in it (a few seconds at most)."""
+    for _ in range(100):
+        async with session.get(url) as response:
+            text = await response.text()
+            if response.status == want and ready in text:
+                return text
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{url} never answered {want} with {ready!r}: {text!r}")
+
+
+@pytest.fixture(name="daemon")
+async def _daemon() -> AsyncIterator[tuple[Emulator, asyncio.subprocess.Process]]:
+    async with Emulator(projects=2, jobs=30) as emulator:
+        env = {**os.environ, "IEF_TOKEN": emulator.token}
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from ief_jobs.cli import main; main()",
+            "watch",
+            "--endpoint",
+            emulator.base_url,
+            "--interval",
+            "0.2",
+            "--metrics-port",
+            "0",
+            "-v",
+            "--log-format",
+            "json",
+            *emulator.project_ids,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            yield emulator, child
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+async def test_metrics_scrape_health_and_json_logs(
+    daemon: tuple[Emulator, asyncio.subprocess.Process],
+) -> None:
+    """/metrics parses as Prometheus text with the client's and the watch's
+    metrics; /healthz is 200 while polls succeed and 503, with its reason,
+    once the emulator stops answering; every log line is one JSON object
+    without the token."""
+    emulator, child = daemon
+    assert child.stderr is not None
+    first = await asyncio.wait_for(child.stderr.readline(), 30)
+    found = _SERVING.search(first)
+    assert found, first
+    base = found.group(1).decode()
+    async with aiohttp.ClientSession() as session:
+        await _until(session, f"{base}/healthz", "ok: last successful", 200)
+        text = await _until(
+            session,
+            f"{base}/metrics",
+            "ief_jobs_watch_poll_duration_seconds_count",
+            200,
+        )
+        async with session.get(f"{base}/metrics") as response:
+            content_type = response.headers["Content-Type"]
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        await emulator.aclose()  # the emulator stops answering
+        reason = await _until(session, f"{base}/healthz", "limit 0.6 s", 503)
+
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert {
+        "ief_jobs_client_requests",
+        "http_client_request_duration_seconds",
+        "ief_jobs_client_in_flight_limit",
+        "ief_jobs_client_in_flight",
+        "ief_jobs_client_records",
+        "ief_jobs_client_received_bytes",
+        "ief_jobs_watch_poll_duration_seconds",
+        "ief_jobs_watch_since_last_success_seconds",
+        "ief_jobs_watch_projects_failing",
+    } <= set(families)
+    assert "counter" == families["ief_jobs_client_requests"].type
+    assert "histogram" == families["http_client_request_duration_seconds"].type
+    [limit] = families["ief_jobs_client_in_flight_limit"].samples
+    assert 32 == limit.value
+    assert 1 == len(reason.strip().splitlines())
+    assert "last successful poll round" in reason
+    assert emulator.token not in text
+
+    child.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(child.communicate(), 30)
+    lines = stderr.decode().splitlines()
+    assert lines
+    logged = [json.loads(line) for line in lines]
+    for line in logged:
+        assert {"time", "level", "logger", "message", "project"} == set(line)
+    assert {"ief_jobs.watch"} <= {line["logger"] for line in logged}
+    assert set(emulator.project_ids) & {line["project"] for line in logged}
+    assert emulator.token not in stderr.decode()
