@@ -39,7 +39,13 @@ from aiolimiter import AsyncLimiter
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    SpanKind,
+    Status,
+    StatusCode,
+)
 from yarl import URL
 
 from ._telemetry import Call, WatchHealth, WatchObserver
@@ -50,6 +56,13 @@ from .retry import AdaptiveLimiter
 __all__ = ["OtelTelemetry"]
 
 _NAME: Final = "ief_jobs"
+try:  # the global meter provider before the application sets one
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    _UNSET_METERS: tuple[type, ...] = (_ProxyMeterProvider, metrics.NoOpMeterProvider)
+except ImportError:  # pragma: no cover (a later API moved it: count it as set)
+    _UNSET_METERS = (metrics.NoOpMeterProvider,)
+_UNSET_TRACERS: Final = (ProxyTracerProvider, NoOpTracerProvider)
 # the HTTP client conventions' advised buckets for http.client.request.duration
 _DURATION_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -402,12 +415,26 @@ class _Request:
 class OtelTelemetry:
     """A client's tracer and instruments (`ief_jobs._telemetry.Telemetry`)."""
 
-    __slots__ = ("base", "instruments", "limiter", "pace", "tracer")
+    __slots__ = (
+        "base",
+        "instruments",
+        "limiter",
+        "meter_provider",
+        "pace",
+        "tracer",
+        "tracer_provider",
+    )
 
     def __init__(
-        self, tracer: trace.Tracer, instruments: _Instruments, base: dict[str, Any]
+        self,
+        tracer: trace.Tracer,
+        instruments: _Instruments,
+        base: dict[str, Any],
+        providers: tuple[object, object],
     ) -> None:
         self.tracer = tracer
+        # as given: None follows the global provider, wherever it is set
+        self.tracer_provider, self.meter_provider = providers
         self.instruments = instruments
         self.base = base  # what every request's metrics carry: method, server
         self.limiter: AdaptiveLimiter | None = None
@@ -444,7 +471,19 @@ class OtelTelemetry:
             "server.address": endpoint.host or "",
             "server.port": endpoint.port or 0,
         }
-        return cls(tracer, instruments, base)
+        return cls(tracer, instruments, base, (tracer_provider, meter_provider))
+
+    def live(self) -> bool:
+        """
+        Whether anything listens: a provider was given, or the application
+        set a global one. Asked once per call or walk, so that with the API
+        installed and no SDK configured a request meets no telemetry at all.
+        """
+        tracers = self.tracer_provider or trace.get_tracer_provider()
+        meters = self.meter_provider or metrics.get_meter_provider()
+        return not (
+            isinstance(tracers, _UNSET_TRACERS) and isinstance(meters, _UNSET_METERS)
+        )
 
     def call(
         self, name: str, project_id: str | None, query: ListQuery | None, **extra: int

@@ -112,6 +112,9 @@ class Call(Protocol):
 class Telemetry(Protocol):
     """A client's traces and metrics (`ief_jobs._otel.OtelTelemetry`)."""
 
+    def live(self) -> bool:
+        """Whether anything listens now (else skip the hooks for a while)."""
+
     def call(
         self, name: str, project_id: str | None, query: ListQuery | None, **extra: int
     ) -> Call:

@@ -500,7 +500,7 @@ class IefClient(AsyncClosing):
     ) -> AsyncGenerator[JobPage, None]:
         """One project's walk, in a span named *name* with telemetry on."""
         check_project_id(project_id)
-        telemetry = self._transport.telemetry
+        telemetry = self._transport.live_telemetry()
         if telemetry is None:
             return self._walk(project_id, query, on_progress)
         call = telemetry.call(name, project_id, query)
@@ -587,7 +587,7 @@ class IefClient(AsyncClosing):
             max_items=max_items,
             instance_id=instance_id,
         )
-        telemetry = self._transport.telemetry
+        telemetry = self._transport.live_telemetry()
         call = None
         if telemetry is not None:
             call = telemetry.call("iter_jobs_many", None, query, projects=len(unique))
@@ -735,7 +735,7 @@ class IefClient(AsyncClosing):
         )
 
     def _watch_observer(self, health: WatchHealth | None) -> WatchObserver | None:
-        telemetry = self._transport.telemetry
+        telemetry = self._transport.live_telemetry()
         if telemetry is not None:
             return telemetry.watch_observer(health)
         return None if health is None else WatchObserver(health)
@@ -793,7 +793,7 @@ class IefClient(AsyncClosing):
         )
 
     def _call(self, name: str, project_id: str, query: ListQuery | None) -> Call | None:
-        telemetry = self._transport.telemetry
+        telemetry = self._transport.live_telemetry()
         return None if telemetry is None else telemetry.call(name, project_id, query)
 
     async def _count(

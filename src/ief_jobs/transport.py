@@ -137,6 +137,11 @@ class Transport:
         if close_auth is not None:  # IamPasswordAuth's IAM session
             await close_auth()
 
+    def live_telemetry(self) -> Telemetry | None:
+        """The telemetry, if anything listens to it now (asked once per walk)."""
+        telemetry = self.telemetry
+        return telemetry if telemetry is not None and telemetry.live() else None
+
     def ensure_session(self) -> aiohttp.ClientSession:
         """The session, created on first use unless one was borrowed."""
         if self._closed:
@@ -177,7 +182,7 @@ class Transport:
         prefix = f"{path}?{before}&" if before else f"{path}?"
         suffix = f"&{after}" if after else ""
         headers = self._headers(project_id, query.instance_id)
-        telemetry = self.telemetry
+        telemetry = self.live_telemetry()
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
@@ -221,9 +226,10 @@ class Transport:
             )
 
         headers = self._headers(project_id, instance_id)
+        telemetry = self.live_telemetry()
         trace = None
-        if self.telemetry is not None:
-            trace = self.telemetry.request(call, url, None, None)
+        if telemetry is not None:
+            trace = telemetry.request(call, url, None, None)
         return await self.fetch(url, headers, project_id, None, decode, trace=trace)
 
     async def fetch(

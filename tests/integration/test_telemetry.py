@@ -464,3 +464,17 @@ class TestSecrets:
         seen.extend(formatter.format(record) for record in ours)
         assert "error.type=ServerError" in seen
         assert not [text for text in seen if token in text]
+
+
+class TestOff:
+    async def test_with_the_api_and_no_sdk_requests_meet_no_telemetry(self) -> None:
+        """The API installed but no provider given or set globally: the client
+        has its telemetry, but no call or request reports to it."""
+        async with Emulator(projects=1, jobs=5) as emulator:
+            async with IefClient(
+                emulator.base_url, auth=TokenAuth(emulator.token)
+            ) as ief:
+                assert ief._transport.telemetry is not None
+                assert ief._transport.live_telemetry() is None
+                assert None is ief._call("count_jobs", "p1", None)
+                assert 5 == len(await ief.list_jobs(emulator.project_ids[0]))
