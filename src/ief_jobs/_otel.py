@@ -29,6 +29,8 @@ since a header would change what AK/SK signs.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -196,6 +198,7 @@ def _instruments(provider: metrics.MeterProvider) -> _Instruments:
     return found
 
 
+@functools.cache  # reading package metadata takes milliseconds
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
@@ -416,6 +419,8 @@ class OtelTelemetry:
     """A client's tracer and instruments (`ief_jobs._telemetry.Telemetry`)."""
 
     __slots__ = (
+        "_live",
+        "_next_check",
         "base",
         "instruments",
         "limiter",
@@ -435,6 +440,8 @@ class OtelTelemetry:
         self.tracer = tracer
         # as given: None follows the global provider, wherever it is set
         self.tracer_provider, self.meter_provider = providers
+        self._live = False
+        self._next_check = -math.inf
         self.instruments = instruments
         self.base = base  # what every request's metrics carry: method, server
         self.limiter: AdaptiveLimiter | None = None
@@ -478,7 +485,19 @@ class OtelTelemetry:
         Whether anything listens: a provider was given, or the application
         set a global one. Asked once per call or walk, so that with the API
         installed and no SDK configured a request meets no telemetry at all.
+        A global provider cannot be unset: once seen, it is not asked again;
+        until then, at most once a second (asking costs microseconds).
         """
+        if self._live:
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + 1.0
+        self._live = self._listening()
+        return self._live
+
+    def _listening(self) -> bool:
         tracers = self.tracer_provider or trace.get_tracer_provider()
         meters = self.meter_provider or metrics.get_meter_provider()
         return not (

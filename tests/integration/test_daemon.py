@@ -10,8 +10,10 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -123,3 +125,21 @@ async def test_metrics_scrape_health_and_json_logs(
     assert {"ief_jobs.watch"} <= {line["logger"] for line in logged}
     assert set(emulator.project_ids) & {line["project"] for line in logged}
     assert emulator.token not in stderr.decode()
+
+
+def test_the_readme_prints_a_listings_spans_to_the_console() -> None:
+    """The README's console-exporter snippet runs and prints the list_jobs
+    span and its three GET spans (250 jobs in pages of 100)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme.split("<!-- console-spans:", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(  # noqa: S603 (our own interpreter, our README)
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = re.findall(r'^    "name": "([^"]+)"', done.stdout, flags=re.MULTILINE)
+    assert ["GET", "GET", "GET", "list_jobs"] == sorted(names)
+    assert done.stdout.rstrip().endswith("250 jobs")
