@@ -31,7 +31,6 @@ import asyncio
 import gc
 import importlib
 import io
-import json
 import shutil
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench_listing import _start_emulator as start_emulator  # same emulator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -76,29 +76,6 @@ def _base_package(commit: str, into: Path) -> ModuleType:
     shutil.move(into / "src" / "ief_jobs", into / "ief_jobs_base")
     sys.path.insert(0, str(into))
     return importlib.import_module("ief_jobs_base")
-
-
-def _start_emulator(
-    jobs: int, latency: float
-) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    child = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-        [
-            sys.executable,
-            "-c",
-            "from ief_jobs.cli import main; main()",
-            "emulator",
-            "--projects",
-            "1",
-            "--jobs",
-            str(jobs),
-            "--latency",
-            str(latency),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None  # noqa: S101 (PIPE above)
-    return child, json.loads(child.stdout.readline())
 
 
 async def _list(
@@ -160,7 +137,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = _base_package(args.base, Path(tmp))
-        child, info = _start_emulator(args.jobs, args.latency)
+        child, info = start_emulator(1, args.jobs, args.latency)
         try:
             variants = _variants(info, args.page_size)
             baseline = lambda: asyncio.run(  # noqa: E731

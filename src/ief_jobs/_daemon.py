@@ -92,7 +92,8 @@ def metrics_reader() -> InMemoryMetricReader:
     renders at each scrape.
 
     Raises:
-        click-friendly ImportError: ``opentelemetry-sdk`` is not installed.
+        ImportError: ``opentelemetry-sdk`` is not installed (the message says
+            which extra to install).
     """
     try:
         from opentelemetry import metrics  # noqa: PLC0415 (only for --metrics-port)

@@ -298,8 +298,9 @@ class WatchObserver:
     ) -> None:
         """A round's outcome: projects polled, failures by project, events by kind."""
         for project_id, error in failures.items():
-            # the class only: an error's message may quote what a server said
-            _log.warning(
+            # the class only: an error's message may quote what a server said;
+            # INFO, as retries are: project_failed events tell the consumer
+            _log.info(
                 "poll of project %s failed: %s",
                 project_id,
                 type(error).__qualname__,

@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 import aiohttp
 from yarl import URL
 
+if TYPE_CHECKING:  # the otel extra: only its types, and only for type checkers
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 from ._closing import AsyncClosing
 from ._telemetry import (
     Call,
@@ -263,8 +267,8 @@ class IefClient(AsyncClosing):
         verify_ssl: bool = True,
         adaptive: bool = True,
         rate_limit: float | None = None,
-        tracer_provider: object = None,
-        meter_provider: object = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         endpoint = _endpoint_url(endpoint)
         if not isinstance(auth, Auth):

@@ -6,9 +6,10 @@ exporter and metric reader, a listing over the emulator with its faults.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,24 @@ class Otel:
             for found, value in points
             if all(found.get(k) == v for k, v in attributes.items())
         )
+
+
+@contextlib.asynccontextmanager
+async def _serve(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """Serve *handler* for every GET on a free loopback port; yield its URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server: Any = site._server
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture(name="otel")
@@ -233,16 +252,8 @@ class TestTraces:
             heard.append(set(request.headers))
             return web.json_response({"job_count": 0, "jobs": []})
 
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         tracer = otel.tracer_provider.get_tracer("caller")
-        try:
+        async with _serve(answer) as url:
             async with IefClient(url, auth=TokenAuth("t")) as plain:
                 await plain.count_jobs("p1")
             with tracer.start_as_current_span("caller"):
@@ -253,8 +264,6 @@ class TestTraces:
                     meter_provider=otel.meter_provider,
                 ) as traced:
                     await traced.count_jobs("p1")
-        finally:
-            await runner.cleanup()
 
         untraced, with_tracing = heard
         assert untraced == with_tracing
@@ -419,16 +428,8 @@ class TestSecrets:
                 headers={"X-Request-Id": heard, "Retry-After": "0"},
             )
 
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", echo)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         caplog.set_level(logging.DEBUG)
-        try:
+        async with _serve(echo) as url:
             async with IefClient(
                 url,
                 auth=TokenAuth(token),
@@ -443,8 +444,6 @@ class TestSecrets:
                     ["p1"], report_after=1, sleep=no_sleep, health=health
                 ) as events:
                     await anext(events)  # project_failed
-        finally:
-            await runner.cleanup()
 
         spans = otel.spans()
         assert len(otel.spans("GET")) >= 4
