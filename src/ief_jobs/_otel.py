@@ -538,26 +538,34 @@ class OtelTelemetry:
             "server.port": self.base["server.port"],
         }
 
-    def watch_observer(self, health: WatchHealth | None) -> WatchObserver:
-        return _OtelWatchObserver(self, health)
+    def watch_observer(
+        self, health: WatchHealth | None, query: ListQuery | None = None
+    ) -> WatchObserver:
+        return _OtelWatchObserver(self, health, query)
 
 
 class _OtelWatchObserver(WatchObserver):
     """A watch's rounds as spans, and its metrics."""
 
-    __slots__ = ("_round", "_telemetry")
+    __slots__ = ("_query", "_round", "_telemetry")
 
-    def __init__(self, telemetry: OtelTelemetry, health: WatchHealth | None) -> None:
+    def __init__(
+        self,
+        telemetry: OtelTelemetry,
+        health: WatchHealth | None,
+        query: ListQuery | None,
+    ) -> None:
         # the gauges need a health to read, whether or not the caller gave one
         super().__init__(health if health is not None else WatchHealth(1.0))
         self._telemetry = telemetry
+        self._query = query
         self._round: _Call | None = None
         assert self.health is not None  # noqa: S101 (just set)
         telemetry.instruments.watches.add(self.health)
 
     @contextlib.contextmanager
     def poll_round(self, projects: int) -> Iterator[None]:
-        call = self._telemetry.call("watch.poll", None, None, projects=projects)
+        call = self._telemetry.call("watch.poll", None, self._query, projects=projects)
         call.start()
         self._round = call
         started = time.monotonic()

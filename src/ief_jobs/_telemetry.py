@@ -128,8 +128,10 @@ class Telemetry(Protocol):
     def track(self, limiter: AdaptiveLimiter, pace: AsyncLimiter | None) -> None:
         """Report *limiter*'s limit and requests in flight while it lives."""
 
-    def watch_observer(self, health: WatchHealth | None) -> WatchObserver:
-        """What a watch reports its poll rounds to."""
+    def watch_observer(
+        self, health: WatchHealth | None, query: ListQuery | None = None
+    ) -> WatchObserver:
+        """What a watch of *query* reports its poll rounds to."""
 
 
 def make_telemetry(

@@ -734,14 +734,16 @@ class IefClient(AsyncClosing):
                 shard=shard,
                 clock=clock,
                 sleep=sleep,
-                observer=self._watch_observer(health),
+                observer=self._watch_observer(health, query),
             )
         )
 
-    def _watch_observer(self, health: WatchHealth | None) -> WatchObserver | None:
+    def _watch_observer(
+        self, health: WatchHealth | None, query: ListQuery
+    ) -> WatchObserver | None:
         telemetry = self._transport.live_telemetry()
         if telemetry is not None:
-            return telemetry.watch_observer(health)
+            return telemetry.watch_observer(health, query)
         return None if health is None else WatchObserver(health)
 
     async def count_jobs(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
+from ief_jobs._daemon import JsonFormatter, configure_logging, render
 from ief_jobs.emulator import Emulator
 
 _SERVING = re.compile(rb"ief-jobs: serving (http://127\.0\.0\.1:\d+)/metrics")
@@ -143,3 +147,88 @@ def test_the_readme_prints_a_listings_spans_to_the_console() -> None:
     names = re.findall(r'^    "name": "([^"]+)"', done.stdout, flags=re.MULTILINE)
     assert ["GET", "GET", "GET", "list_jobs"] == sorted(names)
     assert done.stdout.rstrip().endswith("250 jobs")
+
+
+def test_render_gives_prometheus_text_of_every_kind() -> None:
+    """Counters end in _total, units become suffixes, histogram buckets are
+    cumulative up to +Inf, an up-down counter is a gauge, and a label value
+    with quotes, backslashes and newlines survives the round trip."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    meter = provider.get_meter("test")
+    awkward = 'a "quoted" \\ value\non two lines'
+    meter.create_counter("ief.received", unit="By").add(3, {"what.it": awkward})
+    durations = meter.create_histogram(
+        "ief.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0]
+    )
+    durations.record(0.5)
+    durations.record(2.0)
+    meter.create_up_down_counter("ief.level", unit="{thing}").add(-2)
+
+    families = {f.name: f for f in text_string_to_metric_families(render(reader))}
+    provider.shutdown()
+
+    counter = families["ief_received_bytes"]
+    assert "counter" == counter.type
+    [sample] = counter.samples
+    assert ("ief_received_bytes_total", {"what_it": awkward}, 3.0) == (
+        sample.name,
+        sample.labels,
+        sample.value,
+    )
+    histogram = families["ief_duration_seconds"]
+    assert "histogram" == histogram.type
+    buckets = {
+        s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")
+    }
+    assert {"0.1": 0.0, "1.0": 1.0, "+Inf": 2.0} == buckets
+    sums = {s.name: s.value for s in histogram.samples if "le" not in s.labels}
+    assert {"ief_duration_seconds_sum": 2.5, "ief_duration_seconds_count": 2.0} == sums
+    assert ("gauge", -2.0) == (
+        families["ief_level"].type,
+        families["ief_level"].samples[0].value,
+    )
+
+
+class TestLogging:
+    def test_verbosity_and_format_pick_level_and_formatter(self) -> None:
+        """No -v: nothing added; -v: INFO as text; -vv: DEBUG as JSON."""
+        logger = logging.getLogger("ief_jobs")
+        before, level = list(logger.handlers), logger.level
+        try:
+            configure_logging(0, "json")
+            assert before == logger.handlers
+            configure_logging(1, "text")
+            assert logging.INFO == logger.level
+            assert not isinstance(logger.handlers[-1].formatter, JsonFormatter)
+            configure_logging(2, "json")
+            assert logging.DEBUG == logger.level
+            assert isinstance(logger.handlers[-1].formatter, JsonFormatter)
+        finally:
+            logger.handlers[:] = before
+            logger.setLevel(level)
+
+    def test_a_json_line_names_an_exception_by_its_class_only(self) -> None:
+        """A traceback's text may quote a server: only the class is kept."""
+        try:
+            raise ValueError("server said s3cr3t")  # noqa: TRY301
+        except ValueError:
+            record = logging.LogRecord(
+                "ief_jobs.watch",
+                logging.INFO,
+                __file__,
+                1,
+                "poll of %s",
+                ("p1",),
+                sys.exc_info(),
+            )
+        record.project = "p1"
+        line = json.loads(JsonFormatter().format(record))
+        assert "s3cr3t" not in json.dumps(line)
+        assert ("ValueError", "p1", "poll of p1", "INFO") == (
+            line["error"],
+            line["project"],
+            line["message"],
+            line["level"],
+        )
+        assert line["time"].endswith("+00:00")

@@ -354,6 +354,7 @@ class TestWatch:
             assert poll.context is not None
             assert poll.attributes is not None
             assert 3 == poll.attributes["ief_jobs.projects"]
+            assert "created_at:desc" == poll.attributes["ief_jobs.query.sort"]
             assert 1 == poll.attributes["ief_jobs.projects_failed"]
             under = [a for a in attempts if a.parent == poll.context]
             assert poll.attributes["ief_jobs.requests"] == len(under) > 0
