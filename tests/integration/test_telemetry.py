@@ -466,6 +466,15 @@ class TestSecrets:
         assert not [text for text in seen if token in text]
 
 
+class TestProviders:
+    def test_a_provider_that_is_not_one_is_refused_at_the_constructor(self) -> None:
+        """Each argument names itself in its TypeError, before any request."""
+        with pytest.raises(TypeError, match="tracer_provider must be"):
+            IefClient("http://127.0.0.1:1", auth=TokenAuth("t"), tracer_provider=1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="meter_provider must be"):
+            IefClient("http://127.0.0.1:1", auth=TokenAuth("t"), meter_provider="m")  # type: ignore[arg-type]
+
+
 class TestOff:
     async def test_with_the_api_and_no_sdk_requests_meet_no_telemetry(self) -> None:
         """The API installed but no provider given or set globally: the client
