@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from ._telemetry import WatchHealth
 from .auth import (
     AkSkAuth,
     Auth,
@@ -96,6 +97,7 @@ __all__ = [
     "ThrottledError",
     "TokenAuth",
     "TransportError",
+    "WatchHealth",
     "auth_from_env",
 ]
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -46,13 +46,18 @@ from . import (
     SqliteCheckpoint,
     Stream,
     TokenAuth,
+    WatchHealth,
     auth_from_env,
 )
+from ._daemon import configure_logging, metrics_reader, serve
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
 from .sink import event_json as _event_json
 from .sink import job_fields as _job_fields
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 T = TypeVar("T")
 
@@ -611,6 +616,45 @@ def _state_errors() -> tuple[type[Exception], ...]:
     return errors
 
 
+def _metrics_reader() -> InMemoryMetricReader:
+    try:
+        return metrics_reader()
+    except ImportError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_DAEMON_OPTIONS = (
+    click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        help="Serve /metrics and /healthz on this port (0 picks one, shown on "
+        "stderr). Needs the daemon extra.",
+    ),
+    click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to serve /metrics and /healthz on.",
+    ),
+    click.option(
+        "-v", "--verbose", count=True, help="Log to stderr (-v INFO, -vv DEBUG)."
+    ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: each log line one JSON object.",
+    ),
+)
+
+
+def _daemon_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_DAEMON_OPTIONS):
+        func = option(func)
+    return func
+
+
 @contextlib.contextmanager
 def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     """
@@ -690,6 +734,7 @@ def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
     default=None,
     help="lines for people, jsonl for pipes (default: lines on a terminal).",
 )
+@_daemon_options
 def watch(
     project_ids: tuple[str, ...],
     endpoint: str | None,
@@ -707,6 +752,10 @@ def watch(
     shard: tuple[int, int] | None,
     max_events: int | None,
     output: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    verbose: int,
+    log_format: str,
 ) -> None:
     """
     Print the changes of PROJECT_IDS' batch jobs as they happen.
@@ -719,8 +768,14 @@ def watch(
     pipe's buffer when its reader dies are lost to that reader (up to 64 KiB,
     hundreds of lines): for a guarantee use --sink, which writes each change
     to a Redis Stream once. Ctrl-C and SIGTERM stop cleanly.
+    With --metrics-port it serves /metrics (Prometheus) and /healthz (200
+    while a poll round succeeded within three intervals).
     """
     output = output or ("lines" if sys.stdout.isatty() else "jsonl")
+    configure_logging(verbose, log_format)
+    # before the client: it reports to the global meter provider this sets
+    reader = None if metrics_port is None else _metrics_reader()
+    health = WatchHealth(interval)
     client = _make_client(endpoint, region, instance_id, insecure)
     checkpoint = None if state is None else _checkpoint(state)
     stream = None if sink is None else _sink(sink)
@@ -742,11 +797,18 @@ def watch(
                 shard=shard,
                 reset_state=reset_state,
                 lease_ttl=lease_ttl,
+                health=health,
             )
             if checkpoint is not None:
                 stack.push_async_callback(checkpoint.aclose)
             if stream is not None:
                 stack.push_async_callback(stream.aclose)
+            if reader is not None and metrics_port is not None:
+                port = await stack.enter_async_context(
+                    serve(metrics_host, metrics_port, reader, health)
+                )
+                url = f"http://{metrics_host}:{port}"
+                click.echo(f"ief-jobs: serving {url}/metrics and /healthz", err=True)
             try:
                 await _print_events(events, output, max_events)
             except asyncio.CancelledError:

@@ -30,7 +30,19 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 import aiohttp
 from yarl import URL
 
+if TYPE_CHECKING:  # the otel extra: only its types, and only for type checkers
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 from ._closing import AsyncClosing
+from ._telemetry import (
+    Call,
+    WatchHealth,
+    WatchObserver,
+    make_telemetry,
+    traced,
+    traced_pages,
+)
 from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import DecodeError, NotFoundError
@@ -242,6 +254,14 @@ class IefClient(AsyncClosing):
         rate_limit: Most requests started per second, client-wide, evenly
             spaced, for users who know their quota (None: no limit). Retries
             count too.
+        tracer_provider: Where spans go (an OpenTelemetry ``TracerProvider``;
+            None: the global one). Needs the ``otel`` extra.
+        meter_provider: Where metrics go (an OpenTelemetry ``MeterProvider``;
+            None: the global one). Needs the ``otel`` extra.
+
+    With the ``otel`` extra installed the client makes a span per public call
+    and per HTTP attempt, and metrics (README, "Operating it"); without it
+    nothing of OpenTelemetry is imported.
 
     Every argument is checked here, before any request: a wrong type raises
     `TypeError` and a value out of range `ValueError`, each naming the
@@ -271,6 +291,8 @@ class IefClient(AsyncClosing):
         verify_ssl: bool = True,
         adaptive: bool = True,
         rate_limit: float | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         endpoint = _endpoint_url(endpoint)
         if not isinstance(auth, Auth):
@@ -307,6 +329,7 @@ class IefClient(AsyncClosing):
             verify_ssl=verify_ssl,
             adaptive=adaptive,
             rate_limit=rate_limit,
+            telemetry=make_telemetry(endpoint, tracer_provider, meter_provider),
         )
         self.concurrency = concurrency
         self.page_size = page_size
@@ -430,9 +453,10 @@ class IefClient(AsyncClosing):
         project_id: str,
         query: ListQuery,
         on_progress: Callable[[Progress], None] | None,
+        call: Call | None = None,
     ) -> AsyncGenerator[JobPage, None]:
         return walk_pages(
-            self._transport.page_fetcher(project_id, query),
+            self._transport.page_fetcher(project_id, query, call),
             query,
             project_id=project_id,
             window=self.concurrency,
@@ -479,16 +503,36 @@ class IefClient(AsyncClosing):
             TransportError: No usable answer for a page.
             DecodeError: A page was not the documented JSON.
         """
-        check_project_id(project_id)
-        query = self._query(
-            job_type=job_type,
-            sort=sort,
-            page_size=page_size,
-            offset=offset,
-            max_items=max_items,
-            instance_id=instance_id,
+        return Stream(
+            self._traced_walk(
+                "iter_pages",
+                project_id,
+                self._query(
+                    job_type=job_type,
+                    sort=sort,
+                    page_size=page_size,
+                    offset=offset,
+                    max_items=max_items,
+                    instance_id=instance_id,
+                ),
+                on_progress,
+            )
         )
-        return Stream(self._walk(project_id, query, on_progress))
+
+    def _traced_walk(
+        self,
+        name: str,
+        project_id: str,
+        query: ListQuery,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> AsyncGenerator[JobPage, None]:
+        """One project's walk, in a span named *name* with telemetry on."""
+        check_project_id(project_id)
+        telemetry = self._transport.live_telemetry()
+        if telemetry is None:
+            return self._walk(project_id, query, on_progress)
+        call = telemetry.call(name, project_id, query)
+        return traced_pages(call, self._walk(project_id, query, on_progress, call))
 
     def iter_jobs(
         self,
@@ -514,16 +558,15 @@ class IefClient(AsyncClosing):
             async for job in ief.iter_jobs("p1", job_type=JobType.NODE_UPGRADE):
                 print(job.job_name, job.status)
         """
-        pages = self.iter_pages(
-            project_id,
+        query = self._query(
             job_type=job_type,
             sort=sort,
             page_size=page_size,
             offset=offset,
             max_items=max_items,
             instance_id=instance_id,
-            on_progress=on_progress,
         )
+        pages = self._traced_walk("iter_jobs", project_id, query, on_progress)
         return Stream(_jobs_of(pages))
 
     def iter_jobs_many(
@@ -572,13 +615,19 @@ class IefClient(AsyncClosing):
             max_items=max_items,
             instance_id=instance_id,
         )
+        telemetry = self._transport.live_telemetry()
+        call = None
+        if telemetry is not None:
+            call = telemetry.call("iter_jobs_many", None, query, projects=len(unique))
         pages = merge_walks(
             unique,
-            lambda project_id: self._walk(project_id, query, on_progress),
+            lambda project_id: self._walk(project_id, query, on_progress, call),
             collect_errors=errors == "collect",
             buffer=self.concurrency,
             active=self.concurrency,
         )
+        if call is not None:
+            pages = traced_pages(call, pages)
         return Stream(_pairs_of(pages))
 
     async def list_jobs(
@@ -597,14 +646,11 @@ class IefClient(AsyncClosing):
 
             jobs = await ief.list_jobs("p1", sort=SortOrder.CREATED_AT_ASC)
         """
-        jobs = self.iter_jobs(
-            project_id,
-            job_type=job_type,
-            sort=sort,
-            max_items=max_items,
-            instance_id=instance_id,
+        query = self._query(
+            job_type=job_type, sort=sort, max_items=max_items, instance_id=instance_id
         )
-        return [job async for job in jobs]
+        pages = self._traced_walk("list_jobs", project_id, query, None)
+        return [job async for job in _jobs_of(pages)]
 
     def watch_jobs(
         self,
@@ -625,6 +671,7 @@ class IefClient(AsyncClosing):
         lease_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        health: WatchHealth | None = None,
     ) -> Stream[JobEvent]:
         """
         Poll *project_ids* every *interval* seconds; yield `JobEvent`s.
@@ -667,6 +714,8 @@ class IefClient(AsyncClosing):
         whose stable hash falls in shard *index* of *count*. A slow consumer
         delays the next poll; ``break`` or cancellation stops everything. See
         `ief_jobs.watch`.
+        *health* (a `WatchHealth`) learns of each poll round, for a liveness
+        probe; with the ``otel`` extra each round is a ``watch.poll`` span.
 
         Like the ``iter_*`` methods it returns a `Stream`: leaving ``async
         with`` stops it.
@@ -737,9 +786,18 @@ class IefClient(AsyncClosing):
                 lease_ttl=lease_ttl,
                 clock=clock,
                 sleep=sleep,
+                observer=self._watch_observer(health, query),
             ),
             redeliver=True,
         )
+
+    def _watch_observer(
+        self, health: WatchHealth | None, query: ListQuery
+    ) -> WatchObserver | None:
+        telemetry = self._transport.live_telemetry()
+        if telemetry is not None:
+            return telemetry.watch_observer(health, query)
+        return None if health is None else WatchObserver(health)
 
     async def count_jobs(
         self,
@@ -757,7 +815,8 @@ class IefClient(AsyncClosing):
         """
         check_project_id(project_id)
         query = self._query(job_type=job_type, instance_id=instance_id)
-        return await self._count(project_id, query)
+        call = self._call("count_jobs", project_id, query)
+        return await traced(call, self._count(project_id, query, call))
 
     async def get_job(
         self, project_id: str, job_id: str, *, instance_id: str | None = None
@@ -786,7 +845,11 @@ class IefClient(AsyncClosing):
         check_project_id(project_id)
         check_job_id(job_id)
         query = self._query(instance_id=instance_id)  # checked as a listing's
-        detail = await self._transport.get_job(project_id, job_id, query.instance_id)
+        call = self._call("get_job", project_id, None)
+        detail = await traced(
+            call,
+            self._transport.get_job(project_id, job_id, query.instance_id, call),
+        )
         if detail.job_id != job_id:  # a proxy's cache, a server bug: never use it
             raise DecodeError(
                 problems=(
@@ -796,8 +859,14 @@ class IefClient(AsyncClosing):
             )
         return detail
 
-    async def _count(self, project_id: str, query: ListQuery) -> int:
-        page = await self._transport.page_fetcher(project_id, query)(0, 1)
+    def _call(self, name: str, project_id: str, query: ListQuery | None) -> Call | None:
+        telemetry = self._transport.live_telemetry()
+        return None if telemetry is None else telemetry.call(name, project_id, query)
+
+    async def _count(
+        self, project_id: str, query: ListQuery, call: Call | None = None
+    ) -> int:
+        page = await self._transport.page_fetcher(project_id, query, call)(0, 1)
         return page.job_count
 
 

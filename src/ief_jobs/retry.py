@@ -172,6 +172,7 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
         state.upcoming_sleep,
         state.attempt_number,
         exc,
+        extra={"project": getattr(exc, "project_id", None)},  # for JSON lines
     )
 
 
@@ -201,6 +202,7 @@ class AdaptiveLimiter:
     """
 
     __slots__ = (
+        "__weakref__",  # telemetry's gauges read a live limiter, never keep it
         "_decreased_at",
         "_in_flight",
         "_limit",

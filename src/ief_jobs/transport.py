@@ -25,6 +25,7 @@ from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from ._signing import encode_query
+from ._telemetry import NO_ATTEMPT, Call, Request, Telemetry
 from .auth import Auth, RefreshableAuth
 from .codec import decode_job_detail, decode_page
 from .errors import (
@@ -77,6 +78,7 @@ class Transport:
         "adaptive",
         "limiter",
         "requests_sent",
+        "telemetry",
     )
 
     def __init__(
@@ -93,6 +95,7 @@ class Transport:
         verify_ssl: bool,
         adaptive: bool,
         rate_limit: float | None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._base_path = endpoint.path.rstrip("/")
@@ -115,6 +118,9 @@ class Transport:
         )
         self.adaptive = adaptive
         self.requests_sent = 0
+        self.telemetry = telemetry
+        if telemetry is not None:
+            telemetry.track(self.limiter, self._rate_limiter)
 
     @property
     def closed(self) -> bool:
@@ -133,6 +139,11 @@ class Transport:
         if close_auth is not None:  # IamPasswordAuth's IAM session
             await close_auth()
 
+    def live_telemetry(self) -> Telemetry | None:
+        """The telemetry, if anything listens to it now (asked once per walk)."""
+        telemetry = self.telemetry
+        return telemetry if telemetry is not None and telemetry.live() else None
+
     def ensure_session(self) -> aiohttp.ClientSession:
         """The session, created on first use unless one was borrowed."""
         if self._closed:
@@ -149,10 +160,11 @@ class Transport:
     # -- one walk's requests --------------------------------------------------
 
     def page_fetcher(
-        self, project_id: str, query: ListQuery
+        self, project_id: str, query: ListQuery, call: Call | None = None
     ) -> Callable[[int, int], Awaitable[JobPage]]:
         """
-        ``fetch(offset, limit) -> JobPage`` for one project and query.
+        ``fetch(offset, limit) -> JobPage`` for one project and query, its
+        requests traced under *call* (with telemetry on).
 
         What every request of the walk shares is built here, once: the path, the
         query's fixed parameters (encoded by the signer's rules, so what
@@ -172,10 +184,16 @@ class Transport:
         prefix = f"{path}?{before}&" if before else f"{path}?"
         suffix = f"&{after}" if after else ""
         headers = self._headers(project_id, query.instance_id)
+        telemetry = self.live_telemetry()
 
         async def fetch(offset: int, limit: int) -> JobPage:
             url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
-            return await self.fetch(url, headers, project_id, offset, decode_page)
+            trace = None
+            if telemetry is not None:
+                trace = telemetry.request(call, url, offset, limit)
+            return await self.fetch(
+                url, headers, project_id, offset, decode_page, trace=trace
+            )
 
         return fetch
 
@@ -187,7 +205,11 @@ class Transport:
         return headers
 
     async def get_job(
-        self, project_id: str, job_id: str, instance_id: str | None
+        self,
+        project_id: str,
+        job_id: str,
+        instance_id: str | None,
+        call: Call | None = None,
     ) -> BatchJobDetail:
         """
         ShowBatchJob for one job, as a page is fetched: the same credentials,
@@ -208,7 +230,11 @@ class Transport:
             return detail
 
         headers = self._headers(project_id, instance_id)
-        return await self.fetch(url, headers, project_id, None, decode)
+        telemetry = self.live_telemetry()
+        trace = None
+        if telemetry is not None:
+            trace = telemetry.request(call, url, None, None)
+        return await self.fetch(url, headers, project_id, None, decode, trace=trace)
 
     async def fetch(
         self,
@@ -217,9 +243,12 @@ class Transport:
         project_id: str,
         offset: int | None,
         decode: Callable[..., T],
+        *,
+        trace: Request | None = None,
     ) -> T:
         """
-        One GET with retries, its body turned into a record by *decode*.
+        One GET with retries, its body turned into a record by *decode*, each
+        attempt reported to *trace* (with telemetry on).
 
         *decode* is called as ``decode(body, project_id=, offset=,
         request_id=)`` (`decode_page` for a page of the list call); *offset* is
@@ -229,7 +258,9 @@ class Transport:
         retry = self._retry
         started = retry.clock()
         try:
-            return await self._send(url, headers, project_id, offset, decode)
+            return await self._send(
+                url, headers, project_id, offset, decode, trace=trace
+            )
         except IefError as exc:
             if retry.attempts == 1 or not retry.is_retryable(exc):
                 raise
@@ -242,7 +273,9 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(url, headers, project_id, offset, decode)
+                    return await self._send(
+                        url, headers, project_id, offset, decode, trace=trace
+                    )
         except IefError as exc:
             exc.attempts = attempt_number
             raise
@@ -255,33 +288,45 @@ class Transport:
         project_id: str,
         offset: int | None,
         decode: Callable[..., T],
+        *,
+        trace: Request | None,
     ) -> T:
         session = self.ensure_session()
         limiter = self.limiter
         refreshed = False
         while True:
             sent = headers.copy()  # the auth writes into it
+            probe = NO_ATTEMPT if trace is None else trace.attempt()
             ticket = await limiter.acquire()
             try:
+                probe.admitted()
                 if self._rate_limiter is not None:
                     await self._rate_limiter.acquire()
+                    probe.paced()
                 # signed last, so X-Sdk-Date is not aged by the wait for a slot
                 await self._authorize(url, sent, project_id, offset)
                 status, body, answer_headers = await self._request(
                     session, url, sent, project_id, offset
                 )
+            except BaseException as exc:
+                probe.failed(exc)
+                raise
             finally:
                 limiter.release()
             request_id = answer_headers.get("X-Request-Id")
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                return decode(
+                probe.answered(status, len(body), None)
+                record = decode(
                     body, project_id=project_id, offset=offset, request_id=request_id
                 )
+                probe.decoded(record)
+                return record
             error = error_from_response(
                 status, body, answer_headers, project_id=project_id, offset=offset
             )
+            probe.answered(status, len(body), error)
             if isinstance(error, ThrottledError) and self.adaptive:
                 limiter.throttled(ticket)
             if (

@@ -91,6 +91,7 @@ import hashlib
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -99,12 +100,14 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Final, Protocol, TypeVar
 
 import attrs
 import orjson
 
+from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import AuthenticationError, IefError, NotFoundError, StateError
 from .models import BatchJob, JobPage, JobStatus, JobType
@@ -792,6 +795,7 @@ class _Settings:
     lease_ttl: float
     clock: Callable[[], float]
     sleep: Callable[[float], Awaitable[None]]
+    observer: WatchObserver
 
 
 def _lease_ttl(lease_ttl: object, interval: float) -> float:
@@ -808,6 +812,21 @@ def _scope_of(scope: Mapping[str, object] | None, *, only_unfinished: bool) -> b
     return orjson.dumps(
         {**(scope or {}), "only_unfinished": only_unfinished},
         option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def _report_round(
+    observer: WatchObserver,
+    results: Mapping[str, tuple[list[JobEvent], ProjectChanges] | IefError],
+    batches: Iterable[_Batch],
+) -> None:
+    """Tell *observer* how the round went, before its events are yielded."""
+    failures: dict[str, Exception] = {
+        pid: r for pid, r in results.items() if isinstance(r, IefError)
+    }
+    kinds = Counter(event.kind.value for batch in batches for event in batch.events)
+    observer.round_done(
+        polled=len(results) - len(failures), failures=failures, events=kinds
     )
 
 
@@ -833,6 +852,7 @@ def watch(
     lease_ttl: float | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    observer: WatchObserver | None = None,
 ) -> AsyncGenerator[JobEvent, None]:
     """
     Poll every project each *interval* seconds; yield what changed.
@@ -855,8 +875,9 @@ def watch(
     kept for another scope is refused (`StateError`) unless *reset_state*,
     which starts it over.
     *lease_ttl* is how long the checkpoint's ownership lasts without a poll
-    (by default three intervals, at least 10 s). *clock* (Unix seconds) and
-    *sleep* are for tests.
+    (by default three intervals, at least 10 s). *observer* hears of each
+    poll round (telemetry and health). *clock* (Unix seconds) and *sleep* are
+    for tests.
 
     Raises:
         TypeError: An argument of the wrong type (a path as *checkpoint*: use
@@ -905,6 +926,7 @@ def watch(
         lease_ttl=_lease_ttl(lease_ttl, seconds),
         clock=clock,
         sleep=sleep,
+        observer=NO_OBSERVER if observer is None else observer,
     )
     return _watch(_Run(ids, reader, options, settings))
 
@@ -1065,7 +1087,8 @@ class _Run:
         checkpoint = settings.checkpoint
         if checkpoint is not None:
             await checkpoint.renew()  # a lost lease stops the watch before it reads
-        await self.each(self.poll_one)
+        with settings.observer.poll_round(len(self.ids)):  # no yield inside
+            await self.each(self.poll_one)
         changes = [
             result[1]
             for pid in self.ids
@@ -1073,7 +1096,11 @@ class _Run:
             and (result[0] or result[1].upsert or result[1].delete or result[1].replace)
         ]
         batches = [batch for pid in self.ids if (batch := self.outcome(pid))]
-        return await self.commit(changes, batches)
+        saving = changes and settings.checkpoint is not None
+        with settings.observer.checkpoint_write() if saving else nullcontext():
+            batches = await self.commit(changes, batches)
+        _report_round(settings.observer, self.results, batches)
+        return batches
 
     def hopeless(self) -> IefError | None:
         """

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import assert_type
 
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
 from ief_jobs import (
     AkSkAuth,
     Auth,
@@ -32,6 +35,7 @@ from ief_jobs import (
     StateError,
     ThrottledError,
     TokenAuth,
+    WatchHealth,
     auth_from_env,
 )
 
@@ -123,3 +127,18 @@ async def use_sink(url: str) -> None:
                     assert_type(event, JobEvent)
         except StateError as error:
             assert_type(error.reason, str)
+
+
+async def use_telemetry(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> None:
+    health = WatchHealth(30)
+    async with IefClient(
+        "https://ief.example.com",
+        auth=TokenAuth("t"),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    ) as ief:
+        async for event in ief.watch_jobs(["p1"], interval=30, health=health):
+            assert_type(event, JobEvent)
+    assert_type(health.check(), tuple[bool, str])
