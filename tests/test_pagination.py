@@ -182,6 +182,38 @@ class TestWalk:
         whole = await _walk(FakeServer(cap, cap), page_size=5)
         assert cap == sum(len(p.jobs) for p in whole)
 
+    async def test_resuming_a_stingy_server_cannot_help(self) -> None:
+        """Against a server capping pages at two records, ListingMovedError says
+        that resuming cannot help and what must change; and indeed resuming
+        from exc.offset raises again after one more page, every time."""
+        server = FakeServer(10, cap=2)
+        with pytest.raises(ListingMovedError) as info:
+            await _walk(server, page_size=5)
+        assert "resuming cannot help" in str(info.value)
+        assert "serve at least 3 records a request" in str(info.value)
+
+        with pytest.raises(ListingMovedError) as again:
+            await _walk(server, page_size=5, offset=info.value.offset)
+        assert info.value.offset + 2 == again.value.offset
+
+    @pytest.mark.parametrize("window", [1, 8])
+    async def test_no_request_asks_over_a_thousand(self, window: int) -> None:
+        """No request asks for a limit over IEF's 1,000, the peek included,
+        even for a query built past its checks with a larger page_size."""
+        server = FakeServer(5000)
+        query = ListQuery(page_size=1000)
+        object.__setattr__(query, "page_size", 1001)  # past the argument checks
+
+        pages = [
+            p
+            async for p in walk_pages(
+                server.fetch, query, project_id="p", window=window
+            )
+        ]
+
+        assert server.jobs == [j for p in pages for j in p.jobs]
+        assert 1000 == max(limit for _, limit in server.requests)
+
     async def test_resume_from_next_offset(self) -> None:
         """A listing resumed at page.next_offset continues exactly."""
         server = FakeServer(250)

@@ -37,6 +37,7 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
+from .listing import JobCountChanged, JobCountStale
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -49,7 +50,6 @@ from .models import (
     Progress,
     SortOrder,
 )
-from .pagination import JobCountChanged, JobCountStale
 from .retry import NO_RETRIES, RetryPolicy
 from .watch import JobEvent, JobEventKind
 

@@ -35,6 +35,7 @@ from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import NotFoundError
 from .fanout import merge_walks
+from .listing import walk_pages
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -45,7 +46,6 @@ from .models import (
     SortOrder,
     check_int,
 )
-from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, watch
