@@ -35,7 +35,7 @@ from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import NotFoundError
 from .fanout import merge_walks
-from .listing import walk_pages
+from .listing import PageBudget, walk_pages
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -230,7 +230,7 @@ class IefClient(AsyncClosing):
                 print(job.job_name, job.status)
     """
 
-    __slots__ = ("_endpoint", "_transport", "concurrency", "page_size")
+    __slots__ = ("_budget", "_endpoint", "_transport", "concurrency", "page_size")
 
     def __init__(
         self,
@@ -286,6 +286,10 @@ class IefClient(AsyncClosing):
         )
         self.concurrency = concurrency
         self.page_size = page_size
+        # pages sent ahead and not yet handed on, across every walk: a stalled
+        # consumer stalls the fetching (about *concurrency* pages beyond one
+        # per walk), however many walks run at once
+        self._budget = PageBudget(concurrency)
 
     @classmethod
     def from_env(
@@ -413,6 +417,7 @@ class IefClient(AsyncClosing):
             project_id=project_id,
             window=self.concurrency,
             on_progress=on_progress,
+            budget=self._budget,
         )
 
     def iter_pages(
