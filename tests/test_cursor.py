@@ -239,7 +239,11 @@ class WalkUnderChurn(RuleBasedStateMachine):
                 break
             self.advance(sent=True)
         assert self.done
-        if self.error is None:
+        # A count too low shows only in a record read past it (the peek); a
+        # cap that cuts the peek right at the count hides it (known: the walk
+        # then ends at the count, as it did before issue 22)
+        hidden_end = self.server.cap is not None and self.server.count_lag > 0
+        if self.error is None and not hidden_end:
             assert set() == self.throughout - set(self.yielded)
 
 

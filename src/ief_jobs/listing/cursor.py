@@ -83,7 +83,7 @@ class JobCountStale(JobCountChanged):
     """
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)
 class Read:
     """One request of the listing: *limit* records from *offset*."""
 
@@ -91,7 +91,7 @@ class Read:
     limit: int
 
 
-@attrs.frozen
+@attrs.define
 class Start:
     """
     Send *read* now; its answer is collected later (`Collect`). Answer True
@@ -103,29 +103,32 @@ class Start:
     optional: bool
 
 
-@attrs.frozen
+@attrs.define
 class Collect:
     """Answer with *read*'s `JobPage` (sending it first if it was not started)."""
 
     read: Read
 
 
-@attrs.frozen
+@attrs.define
 class Deliver:
-    """Hand *page* to the consumer; *progress* says how far the listing is."""
+    """
+    Hand *page* to the consumer; *progress* says how far the listing is (None
+    unless the cursor was asked to report it).
+    """
 
     page: JobPage
-    progress: Progress
+    progress: Progress | None
 
 
-@attrs.frozen
+@attrs.define
 class Drop:
     """Cancel *reads*: their answers are not wanted any more."""
 
     reads: tuple[Read, ...]
 
 
-@attrs.frozen
+@attrs.define
 class Notice:
     """
     Warn once with *category* and *text* (a text that never varies), and log
@@ -144,7 +147,7 @@ T = TypeVar("T")
 Steps: TypeAlias = Generator[Step, Answer, T]
 
 
-@attrs.frozen
+@attrs.define
 class _Ahead:
     """A later read sent ahead: its page's *start*, the *new* records it brings."""
 
@@ -216,6 +219,7 @@ class Cursor:
         "newest_first",
         "page_size",
         "project_id",
+        "report_progress",
         "resume_offset",
         "server_max",
         "stale_count",
@@ -226,8 +230,16 @@ class Cursor:
         "window",
     )
 
-    def __init__(self, query: ListQuery, *, project_id: str, window: int = 1) -> None:
+    def __init__(
+        self,
+        query: ListQuery,
+        *,
+        project_id: str,
+        window: int = 1,
+        report_progress: bool = False,
+    ) -> None:
         self.project_id = project_id
+        self.report_progress = report_progress
         self.window = window
         self.start_offset = query.offset
         self.wanted = math.inf if query.max_items is None else query.max_items
@@ -403,45 +415,45 @@ class Cursor:
             page = _with_jobs(page, jobs[: read.limit])  # no more than asked for
         if len(set(map(_job_id, page.jobs))) < len(page.jobs):
             page = _with_jobs(page, _distinct(page.jobs))
-        yield from self._learn(page)
+        notices = self._learn(page)
+        if notices:
+            yield from notices
         return page
 
-    def _learn(self, page: JobPage) -> Steps[None]:
-        """What *page* tells of the server: widest read, order, job_count."""
+    def _learn(self, page: JobPage) -> list[Notice]:
+        """What *page* tells of the server (widest read, order, job_count)."""
         jobs, n = page.jobs, len(page.jobs)
         self.widest_read = max(self.widest_read, n)
         if n and jobs[0].created_at != jobs[-1].created_at:
             self.newest_first = jobs[0].created_at > jobs[-1].created_at
+        notices = []
         if page.job_count != self.job_count and self.job_count >= 0:
-            yield from self._notice(
-                JobCountChanged,
-                "job_count changed while listing: jobs were created or deleted "
-                "meanwhile",
-                "job_count of project %s changed from %d to %d at offset %d",
-                self.job_count,
-                page.job_count,
-                page.offset,
+            notices.append(
+                Notice(
+                    JobCountChanged,
+                    "job_count changed while listing: jobs were created or "
+                    "deleted meanwhile",
+                    "job_count of project %s changed from %d to %d at offset %d",
+                    (self.job_count, page.job_count, page.offset),
+                )
             )
         self.job_count = page.job_count
         if n and not self.stale_count and page.offset + n > page.job_count:
             self.stale_count = True
-            yield from self._notice(
-                JobCountStale,
-                "job_count is lower than the records: following the records "
-                "to the first short page",
-                "job_count of project %s is %d but a page at offset %d holds "
-                "%d records",
-                page.job_count,
-                page.offset,
-                n,
+            notices.append(
+                Notice(
+                    JobCountStale,
+                    "job_count is lower than the records: following the records "
+                    "to the first short page",
+                    "job_count of project %s is %d but a page at offset %d holds "
+                    "%d records",
+                    (page.job_count, page.offset, n),
+                )
             )
-
-    def _notice(
-        self, category: type[Warning], text: str, detail: str, *args: int
-    ) -> Steps[None]:
-        if category not in self._warned:
-            self._warned.add(category)
-            yield Notice(category, text, detail, args)
+        # each once per listing
+        fresh = [notice for notice in notices if notice.category not in self._warned]
+        self._warned.update(notice.category for notice in fresh)
+        return fresh
 
     def _ends(self, page: JobPage, asked: int) -> bool:
         """
@@ -466,6 +478,19 @@ class Cursor:
             self.server_max = min(self.server_max, n)
             self.later_ask = min(self.later_ask, n - 1)
         return False
+
+    def _reread_ends(self, page: JobPage) -> bool:
+        """
+        Whether the re-read *page* ends the listing. One that is full and ends
+        right at ``job_count`` does not: it read no record past its page, so
+        a count one too low (stale) does not show; the next read tells.
+        """
+        if self.delivered >= self.wanted:
+            return True
+        n = len(page.jobs)
+        if not self.stale_count and n >= self.later_ask:
+            return page.offset + n > page.job_count
+        return self._ends(page, self.later_ask)
 
     def _too_few_records(self) -> ListingMovedError:
         most = self.widest_read
@@ -515,7 +540,9 @@ class Cursor:
         )
         return Deliver(delivered, self._progress(page))
 
-    def _progress(self, page: JobPage) -> Progress:
+    def _progress(self, page: JobPage) -> Progress | None:
+        if not self.report_progress:
+            return None
         total = max(page.job_count - self.start_offset, self.delivered)
         target = int(min(total, self.wanted))
         return Progress(self.project_id, page.job_count, self.delivered, target)
@@ -722,7 +749,7 @@ class Cursor:
             if step is not None:
                 yield step
             position = page.next_offset
-            if self.delivered >= self.wanted or self._ends(page, self.later_ask):
+            if self._reread_ends(page):
                 return -1
             if position >= target:
                 return position

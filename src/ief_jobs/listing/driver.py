@@ -147,13 +147,18 @@ async def walk_pages(
         ListingMovedError: Records moved so far that the walk lost its place,
             or the server leaves no way to check that none was skipped.
     """
-    cursor = Cursor(query, project_id=project_id, window=window)
+    cursor = Cursor(
+        query,
+        project_id=project_id,
+        window=window,
+        report_progress=on_progress is not None,
+    )
     reads = _Reads(fetch_page, PageBudget(None) if budget is None else budget)
     try:
         step: Step | None = cursor.advance()
         while step is not None:
             if isinstance(step, Deliver):
-                if on_progress is not None:
+                if on_progress is not None and step.progress is not None:
                     on_progress(step.progress)
                 yield step.page
                 step = cursor.advance()
