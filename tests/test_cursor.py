@@ -6,7 +6,6 @@ whose jobs are created, deleted and reordered between reads (issue 22).
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import settings
@@ -19,27 +18,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ief_jobs import BatchJob, JobPage, JobStatus, JobType, ListingMovedError
+from ief_jobs import BatchJob, JobPage, ListingMovedError
 from ief_jobs.listing import Collect, Cursor, Deliver, Read, Start, Step
 from ief_jobs.models import ListQuery
-
-_T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def _job(serial: int, second: int) -> BatchJob:
-    created = _T0 + timedelta(seconds=second)
-    return BatchJob(
-        job_id=f"job-{serial}",
-        job_name=f"name-{serial}",
-        job_type=JobType.NODE_UPGRADE,
-        created_at=created,
-        status=JobStatus.SUCCESSFUL,
-        task_total_count=1,
-        task_success_count=1,
-        task_failed_count=0,
-        status_last_updated_at=created,
-        description="",
-    )
+from test_walk_churn import _job
 
 
 class ModelServer:
@@ -68,7 +50,7 @@ class ModelServer:
             self.create()
 
     def create(self) -> None:
-        job = _job(self.serial, self.serial // self.ties)
+        job = _job(self.serial, second=self.serial // self.ties)
         self.serial += 1
         self.jobs.append(job)
         self.rank[job.job_id] = self.rng.random()
