@@ -15,8 +15,9 @@ and however jobs of equal ``created_at`` swap places between reads:
 * a changed or stale ``job_count`` is reported once per listing
   (`JobCountChanged`, `JobCountStale`).
 
-How: `cursor` holds the decisions (no I/O), `boundary` the check at each page
-boundary, `search` the one search for records that moved, `driver` the tasks.
+How: `cursor` holds the decisions (no I/O) and `steps` what it asks for,
+`boundary` the check at each page boundary, `search` the one search for
+records that moved, `driver` the tasks.
 docs/walk.md tells what each check defends against.
 """
 
@@ -25,20 +26,9 @@ from __future__ import annotations
 from ief_jobs.errors import ListingMovedError
 
 from .boundary import Boundary, Fresh
-from .cursor import (
-    LIMIT_MAX,
-    Collect,
-    Cursor,
-    Deliver,
-    Drop,
-    JobCountChanged,
-    JobCountStale,
-    Notice,
-    Read,
-    Start,
-    Step,
-)
+from .cursor import LIMIT_MAX, Cursor, JobCountChanged, JobCountStale
 from .driver import FetchPage, PageBudget, walk_pages
+from .steps import Collect, Deliver, Drop, Notice, Read, Start, Step
 
 __all__ = [
     "LIMIT_MAX",

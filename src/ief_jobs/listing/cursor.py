@@ -46,20 +46,9 @@ from ief_jobs.models import BatchJob, JobPage, ListQuery, Progress
 
 from .boundary import Boundary, Fresh
 from .search import Search, side_of
+from .steps import Answer, Collect, Deliver, Drop, Notice, Read, Start, Step
 
-__all__ = [
-    "LIMIT_MAX",
-    "Collect",
-    "Cursor",
-    "Deliver",
-    "Drop",
-    "JobCountChanged",
-    "JobCountStale",
-    "Notice",
-    "Read",
-    "Start",
-    "Step",
-]
+__all__ = ["LIMIT_MAX", "Cursor", "JobCountChanged", "JobCountStale"]
 
 LIMIT_MAX: Final = 1000  # IEF's list calls refuse a larger limit (IEF.100005)
 _KEPT_PAGES: Final = 4  # pages of ids a walk tells duplicates by: more than moves
@@ -83,66 +72,6 @@ class JobCountStale(JobCountChanged):
     """
 
 
-@attrs.define(eq=False)
-class Read:
-    """One request of the listing: *limit* records from *offset*."""
-
-    offset: int
-    limit: int
-
-
-@attrs.define
-class Start:
-    """
-    Send *read* now; its answer is collected later (`Collect`). Answer True
-    once sent. An *optional* read may be refused (answer False): the cursor
-    then goes on with the reads it has, and asks again later.
-    """
-
-    read: Read
-    optional: bool
-
-
-@attrs.define
-class Collect:
-    """Answer with *read*'s `JobPage` (sending it first if it was not started)."""
-
-    read: Read
-
-
-@attrs.define
-class Deliver:
-    """
-    Hand *page* to the consumer; *progress* says how far the listing is (None
-    unless the cursor was asked to report it).
-    """
-
-    page: JobPage
-    progress: Progress | None
-
-
-@attrs.define
-class Drop:
-    """Cancel *reads*: their answers are not wanted any more."""
-
-    reads: tuple[Read, ...]
-
-
-@attrs.define
-class Notice:
-    """
-    Warn once with *category* and *text* (a text that never varies), and log
-    *detail* % (project id, *args*) at INFO.
-    """
-
-    category: type[Warning]
-    text: str
-    detail: str
-    args: tuple[int, ...]
-
-
-Step: TypeAlias = Start | Collect | Deliver | Drop | Notice
-Answer: TypeAlias = JobPage | bool | None
 T = TypeVar("T")
 Steps: TypeAlias = Generator[Step, Answer, T]
 

@@ -17,7 +17,8 @@ from typing import Final
 from ief_jobs.errors import IefError
 from ief_jobs.models import JobPage, ListQuery, Progress
 
-from .cursor import Collect, Cursor, Deliver, Drop, Notice, Read, Start, Step
+from .cursor import Cursor
+from .steps import Collect, Deliver, Drop, Notice, Read, Start, Step
 
 __all__ = ["FetchPage", "PageBudget", "walk_pages"]
 
