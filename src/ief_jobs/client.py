@@ -286,10 +286,10 @@ class IefClient(AsyncClosing):
         )
         self.concurrency = concurrency
         self.page_size = page_size
-        # pages sent ahead and not yet handed on, across every walk: a stalled
-        # consumer stalls the fetching (about *concurrency* pages beyond one
-        # per walk), however many walks run at once
-        self._budget = PageBudget(concurrency)
+        # pages sent ahead and not yet handed on, across every walk: as many
+        # in flight as the transport allows and as many again fetched, so a
+        # stalled consumer stalls the fetching however many walks run at once
+        self._budget = PageBudget(2 * concurrency)
 
     @classmethod
     def from_env(
@@ -557,7 +557,7 @@ class IefClient(AsyncClosing):
             unique,
             lambda project_id: self._walk(project_id, query, on_progress),
             collect_errors=errors == "collect",
-            buffer=self.concurrency,
+            buffer=max(self.concurrency // 2, 1),  # the budget buffers the rest
             active=self.concurrency,
         )
         return Stream(_pairs_of(pages))

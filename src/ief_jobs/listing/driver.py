@@ -41,7 +41,7 @@ class PageBudget:
 
     Example::
 
-        budget = PageBudget(32)  # one per client, shared by all its walks
+        budget = PageBudget(64)  # one per client, shared by all its walks
         walk_pages(fetch, query, project_id="p1", window=32, budget=budget)
     """
 
