@@ -15,12 +15,18 @@ Memory and fan-out cost, each case in a fresh process.
    alive at once and the peak RSS growth. The server is a synthetic one (any
    project has 3,300 jobs, made up per page), as the emulator would hold 33
    million records in memory.
+3. A stalled consumer stalls the fetching: ``iter_jobs_many`` over 40 projects of
+   3,000 jobs (the emulator in a child process), the consumer stuck on its first
+   record for 3 s. Prints the requests sent meanwhile against the bound
+   (2 x concurrency + projects; one window per walk made it 512) and the peak
+   RSS growth, in a fresh process; then checks the listing completes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import subprocess
 import sys
@@ -153,7 +159,58 @@ def _fanout(counts: list[int]) -> None:
         server.wait()
 
 
+STALL_PROJECTS = 40
+STALL_JOBS = 3000
+STALL_SECONDS = 3.0
+
+
+async def _stalled(info: dict[str, Any]) -> tuple[int, int, int]:
+    """(requests sent while stuck, concurrency, records) for a stalled consumer."""
+    async with IefClient(info["base_url"], auth=TokenAuth(info["token"])) as ief:
+        jobs = ief.iter_jobs_many(info["project_ids"])
+        async with contextlib.aclosing(jobs):
+            await anext(jobs)
+            await asyncio.sleep(STALL_SECONDS)  # the consumer is stuck
+            sent = ief.requests_sent
+            records = 1 + sum([1 async for _ in jobs])
+    return sent, ief.concurrency, records
+
+
+def _stalled_child(info_json: str) -> None:
+    before = _peak_mb()
+    sent, concurrency, records = asyncio.run(_stalled(orjson.loads(info_json)))
+    grown = _peak_mb() - before
+    print(orjson.dumps([sent, concurrency, records, grown]).decode())
+
+
+def _stall() -> None:
+    child, info = _start_emulator(STALL_PROJECTS, STALL_JOBS, 0.0)
+    try:
+        out = subprocess.run(  # noqa: S603 (our own interpreter and script)
+            [sys.executable, __file__, "--stalled-child", orjson.dumps(info).decode()],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        child.terminate()
+        child.wait()
+    sent, concurrency, records, grown = orjson.loads(out.splitlines()[-1])
+    if records != STALL_PROJECTS * STALL_JOBS:
+        raise SystemExit(f"stalled listing: {records} records")
+    bound = 2 * concurrency + STALL_PROJECTS
+    print(
+        f"\nstalled consumer: {STALL_PROJECTS} projects x {STALL_JOBS:,} jobs, stuck "
+        f"on its first record for {STALL_SECONDS:.0f} s: {sent} requests sent "
+        f"(bound 2 x {concurrency} + {STALL_PROJECTS} = {bound}); "
+        f"peak memory grew by {grown:.1f} MB"
+    )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--stalled-child"]:
+        _stalled_child(sys.argv[2])
+        return
     if sys.argv[1:2] == ["--serve-synthetic"]:
         asyncio.run(_serve_synthetic())
         return
@@ -164,8 +221,11 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--fanout", default="2000,10000")
+    parser.add_argument("--skip-stall", action="store_true")
     args = parser.parse_args()
     _stream_million(args.projects, args.jobs)
+    if not args.skip_stall:
+        _stall()
     if args.fanout:
         _fanout([int(n) for n in args.fanout.split(",")])
 

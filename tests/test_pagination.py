@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ from ief_jobs import (
     Progress,
     ServerError,
 )
+from ief_jobs.fanout import merge_walks
+from ief_jobs.listing import PageBudget
 from ief_jobs.models import ListQuery
 from ief_jobs.pagination import FetchPage, walk_pages
 
@@ -181,6 +184,64 @@ class TestWalk:
         assert cap == info.value.offset
         whole = await _walk(FakeServer(cap, cap), page_size=5)
         assert cap == sum(len(p.jobs) for p in whole)
+
+    async def test_resuming_a_stingy_server_cannot_help(self) -> None:
+        """Against a server capping pages at two records, ListingMovedError says
+        that resuming cannot help and what must change; and indeed resuming
+        from exc.offset raises again after one more page, every time."""
+        server = FakeServer(10, cap=2)
+        with pytest.raises(ListingMovedError) as info:
+            await _walk(server, page_size=5)
+        assert "resuming cannot help" in str(info.value)
+        assert "serve at least 3 records a request" in str(info.value)
+
+        with pytest.raises(ListingMovedError) as again:
+            await _walk(server, page_size=5, offset=info.value.offset)
+        assert info.value.offset + 2 == again.value.offset
+
+    @pytest.mark.parametrize("window", [1, 8])
+    async def test_no_request_asks_over_a_thousand(self, window: int) -> None:
+        """No request asks for a limit over IEF's 1,000, the peek included,
+        even for a query built past its checks with a larger page_size."""
+        server = FakeServer(5000)
+        query = ListQuery(page_size=1000)
+        object.__setattr__(query, "page_size", 1001)  # past the argument checks
+
+        pages = [
+            p
+            async for p in walk_pages(
+                server.fetch, query, project_id="p", window=window
+            )
+        ]
+
+        assert server.jobs == [j for p in pages for j in p.jobs]
+        assert 1000 == max(limit for _, limit in server.requests)
+
+    async def test_a_shared_budget_bounds_what_stalled_walks_hold(self) -> None:
+        """Walks sharing a PageBudget of 4 pages, each with a window of 8, the
+        consumer stalled after one page: they send at most the budget, one
+        read per walk and the merge's queue (2) ahead, not a window each."""
+        servers = {pid: FakeServer(1000) for pid in ("a", "b", "c", "d")}
+        budget = PageBudget(4)
+
+        def walk(project_id: str) -> AsyncGenerator[JobPage, None]:
+            query = ListQuery(page_size=10)
+            fetch = servers[project_id].fetch
+            return walk_pages(
+                fetch, query, project_id=project_id, window=8, budget=budget
+            )
+
+        pages = merge_walks(list(servers), walk, buffer=2, active=4)
+        async with contextlib.aclosing(pages):
+            await anext(pages)
+            for _ in range(200):  # every walk runs until it blocks
+                await asyncio.sleep(0)
+            sent = sum(len(server.requests) for server in servers.values())
+            rest = sum([len(page.jobs) async for page in pages])
+
+        assert sent <= 4 + len(servers) + 2 + 1
+        assert 0 == budget.held
+        assert 4000 - 10 == rest
 
     async def test_resume_from_next_offset(self) -> None:
         """A listing resumed at page.next_offset continues exactly."""

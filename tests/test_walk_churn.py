@@ -520,6 +520,33 @@ class TestReporting:
 
 
 class TestBounded:
+    @pytest.mark.parametrize("seed", range(_SEEDS))
+    @pytest.mark.filterwarnings("ignore::ief_jobs.JobCountChanged")
+    async def test_resuming_after_records_moved_too_far_completes(
+        self, seed: int
+    ) -> None:
+        """A burst of creations moves records further than a page between reads
+        of three records: ListingMovedError says to resume from exc.offset, and
+        doing so yields every job that existed throughout."""
+        server = ChurnServer(400, creates=20, seed=seed, cap=3, churning=60)
+        before = server.ids()
+        first: list[str] = []
+        with pytest.raises(ListingMovedError, match="moved too far") as info:
+            async for page in walk_pages(
+                server.fetch, ListQuery(page_size=20), project_id="p", window=4
+            ):
+                first += [job.job_id for job in page.jobs]
+        assert "list again with offset=exc.offset" in str(info.value)
+
+        query = ListQuery(page_size=20, offset=info.value.offset)
+        rest = [
+            job.job_id
+            async for page in walk_pages(server.fetch, query, project_id="p")
+            for job in page.jobs
+        ]
+
+        assert set() == (before & server.ids()) - set(first) - set(rest)
+
     @pytest.mark.parametrize("window", [1, 8])
     async def test_records_that_never_line_up_raise(self, window: int) -> None:
         """A server whose every answer is new records never seen again ends in

@@ -39,6 +39,7 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
+from .listing import JobCountChanged, JobCountStale
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -51,7 +52,6 @@ from .models import (
     Progress,
     SortOrder,
 )
-from .pagination import JobCountChanged, JobCountStale
 from .retry import NO_RETRIES, RetryPolicy
 from .sink import RedisStreamSink
 from .watch import JobEvent, JobEventKind, Sink

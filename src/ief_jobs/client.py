@@ -47,6 +47,7 @@ from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import DecodeError, NotFoundError
 from .fanout import merge_walks
+from .listing import PageBudget, walk_pages
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -57,7 +58,6 @@ from .models import (
     SortOrder,
     check_int,
 )
-from .pagination import walk_pages
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from .watch import DEFAULT_RECONCILE_EVERY, JobEvent, Sink, watch
@@ -274,7 +274,7 @@ class IefClient(AsyncClosing):
                 print(job.job_name, job.status)
     """
 
-    __slots__ = ("_endpoint", "_transport", "concurrency", "page_size")
+    __slots__ = ("_budget", "_endpoint", "_transport", "concurrency", "page_size")
 
     def __init__(
         self,
@@ -333,6 +333,10 @@ class IefClient(AsyncClosing):
         )
         self.concurrency = concurrency
         self.page_size = page_size
+        # pages sent ahead and not yet handed on, across every walk: as many
+        # in flight as the transport allows and as many again fetched, so a
+        # stalled consumer stalls the fetching however many walks run at once
+        self._budget = PageBudget(2 * concurrency)
 
     @classmethod
     def from_env(
@@ -461,6 +465,7 @@ class IefClient(AsyncClosing):
             project_id=project_id,
             window=self.concurrency,
             on_progress=on_progress,
+            budget=self._budget,
         )
 
     def iter_pages(
@@ -623,7 +628,7 @@ class IefClient(AsyncClosing):
             unique,
             lambda project_id: self._walk(project_id, query, on_progress, call),
             collect_errors=errors == "collect",
-            buffer=self.concurrency,
+            buffer=max(self.concurrency // 2, 1),  # the budget buffers the rest
             active=self.concurrency,
         )
         if call is not None:

@@ -31,6 +31,9 @@ class _Finished:
     error: Exception | None = None
 
 
+_Queue = asyncio.Queue[JobPage | _Finished]
+
+
 async def merge_walks(
     project_ids: Sequence[str],
     walk: Callable[[str], AsyncGenerator[JobPage, None]],
@@ -48,31 +51,10 @@ async def merge_walks(
     (the other walks are cancelled) unless *collect_errors*, in which case the
     others finish and all failures are raised at the end as one `ExceptionGroup`.
     """
-    queue: asyncio.Queue[JobPage | _Finished] = asyncio.Queue(max(buffer, 1))
-
-    async def run_one(project_id: str) -> None:
-        pages = walk(project_id)
-        try:
-            async for page in pages:
-                await queue.put(page)
-        except Exception as exc:  # noqa: BLE001 (handed to the consumer, who raises it)
-            await queue.put(_Finished(project_id, exc))
-        else:
-            await queue.put(_Finished(project_id))
-        finally:
-            await pages.aclose()
-
-    async def run_all() -> None:
-        slots = asyncio.Semaphore(max(active, 1))
-        async with asyncio.TaskGroup() as group:
-            for project_id in project_ids:
-                await slots.acquire()
-                task = group.create_task(
-                    run_one(project_id), name=f"ief-jobs walk {project_id}"
-                )
-                task.add_done_callback(lambda _: slots.release())
-
-    runner = asyncio.create_task(run_all(), name="ief-jobs fan-out")
+    queue: _Queue = asyncio.Queue(max(buffer, 1))
+    runner = asyncio.create_task(
+        _run_all(project_ids, walk, queue, active), name="ief-jobs fan-out"
+    )
     failures: list[Exception] = []
     try:
         remaining = len(project_ids)
@@ -82,11 +64,10 @@ async def merge_walks(
                 yield item
                 continue
             remaining -= 1
-            if item.error is None:
-                continue
-            if not collect_errors:
+            if item.error is not None and not collect_errors:
                 raise item.error
-            failures.append(item.error)
+            if item.error is not None:
+                failures.append(item.error)
         if failures:
             msg = f"{len(failures)} of {len(project_ids)} projects failed"
             raise ExceptionGroup(msg, failures)
@@ -96,3 +77,39 @@ async def merge_walks(
         await asyncio.wait([runner])
         if not runner.cancelled() and (error := runner.exception()) is not None:
             raise error
+
+
+async def _run_all(
+    project_ids: Sequence[str],
+    walk: Callable[[str], AsyncGenerator[JobPage, None]],
+    queue: _Queue,
+    active: int,
+) -> None:
+    """Walk every project, at most *active* at once, in the order given."""
+    slots = asyncio.Semaphore(max(active, 1))
+    async with asyncio.TaskGroup() as group:
+        for project_id in project_ids:
+            await slots.acquire()
+            task = group.create_task(
+                _run_one(project_id, walk, queue),
+                name=f"ief-jobs walk {project_id}",
+            )
+            task.add_done_callback(lambda _: slots.release())
+
+
+async def _run_one(
+    project_id: str,
+    walk: Callable[[str], AsyncGenerator[JobPage, None]],
+    queue: _Queue,
+) -> None:
+    """Hand one project's pages to *queue*, then how the walk ended."""
+    pages = walk(project_id)
+    try:
+        async for page in pages:
+            await queue.put(page)
+    except Exception as exc:  # noqa: BLE001 (handed to the consumer, who raises it)
+        await queue.put(_Finished(project_id, exc))
+    else:
+        await queue.put(_Finished(project_id))
+    finally:
+        await pages.aclose()
