@@ -22,7 +22,6 @@ The conventions (docs/contributing.md says the same to writers):
 
 from __future__ import annotations
 
-import asyncio
 import doctest
 import json
 import os
@@ -30,7 +29,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +36,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from _support import served_in_thread
 from ief_jobs.emulator import Emulator
 
 ROOT = Path(__file__).parent.parent
@@ -148,25 +147,9 @@ SHELL = collect_shell(PAGES)
 
 @pytest.fixture(name="served", scope="module")
 def _served() -> Iterator[Emulator]:
-    """An emulator on its own loop in a thread, for examples that read the env."""
-    emulator = Emulator(projects=4, jobs=150, seed=5)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(emulator.start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(emulator.aclose())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield emulator
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    """An emulator in a thread, for examples that read the environment."""
+    with served_in_thread(Emulator(projects=4, jobs=150, seed=5)) as emulator:
+        yield emulator
 
 
 def example_env(emulator: Emulator) -> dict[str, str]:
