@@ -57,21 +57,12 @@ def _events() -> list[JobEvent]:
     when = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
     old = _job(status=JobStatus.RUNNING)
     new = _job(status=JobStatus.PARTIALLY_SUCCESSFUL)
+    finish = [
+        JobEvent(kind=kind, project_id=PROJECT, job=new, previous=old, observed_at=when)
+        for kind in (JobEventKind.STATUS_CHANGED, JobEventKind.FINISHED)
+    ]
     return [
-        JobEvent(
-            kind=JobEventKind.STATUS_CHANGED,
-            project_id=PROJECT,
-            job=new,
-            previous=old,
-            observed_at=when,
-        ),
-        JobEvent(
-            kind=JobEventKind.FINISHED,
-            project_id=PROJECT,
-            job=new,
-            previous=old,
-            observed_at=when,
-        ),
+        *finish,
         JobEvent(
             kind=JobEventKind.PROGRESS, project_id=PROJECT, job=old, observed_at=when
         ),
