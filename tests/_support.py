@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from yarl import URL
 
-from ief_jobs.emulator import generate_jobs
+from ief_jobs.emulator import Emulator, generate_jobs
 
 # A copy of ../shared/fixtures/list_batch_jobs_example.json: tests run without shared/.
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -39,3 +43,32 @@ def page_body(total: int, jobs: list[dict[str, Any]]) -> bytes:
 def wire_jobs(count: int, project_id: str = PROJECT) -> list[dict[str, Any]]:
     """*count* realistic wire records, newest first (the server's default order)."""
     return generate_jobs(project_id, count)[::-1]
+
+
+@contextlib.contextmanager
+def served_in_thread(emulator: Emulator) -> Iterator[Emulator]:
+    """
+    *emulator* serving on its own loop in a thread, for code that runs its own
+    ``asyncio.run`` (the CLI) or another process (the examples).
+    """
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(emulator.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(emulator.aclose())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    if not started.wait(10):
+        msg = "the emulator did not start"
+        raise RuntimeError(msg)
+    try:
+        yield emulator
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

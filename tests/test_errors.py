@@ -73,6 +73,25 @@ class TestErrorFromResponse:
         assert "g-1" == error.request_id
 
 
+class TestUnknownProject:
+    def test_ief_011005_says_the_project_may_not_exist(self) -> None:
+        """IEF.011005 (also an unknown project) names both causes in its message."""
+        body = b'{"error_code": "IEF.011005", "error_msg": "Authentication failed"}'
+        error = error_from_response(400, body, {}, project_id="p1", offset=0)
+
+        assert str(error) == (
+            "HTTP 400 IEF.011005: Authentication failed (project p1, offset 0); "
+            "the project may not exist, or the credentials may not cover it"
+        )
+
+    def test_other_refusals_keep_their_message(self) -> None:
+        """A 401 is about the credentials alone: no word about the project."""
+        body = b'{"error_code": "APIG.0301", "error_msg": "Incorrect IAM"}'
+        error = error_from_response(401, body, {}, project_id="p1")
+
+        assert "HTTP 401 APIG.0301: Incorrect IAM (project p1)" == str(error)
+
+
 class TestRetryAfter:
     @pytest.mark.parametrize(
         ("value", "seconds"),

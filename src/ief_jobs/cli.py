@@ -15,16 +15,18 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -109,7 +111,7 @@ def _progress_bar(
         def update(progress: ListingProgress) -> None:
             if progress.project_id not in rows:
                 rows[progress.project_id] = bar.add_task(
-                    progress.project_id[:12], total=None
+                    _shorten(progress.project_id, 12), total=None
                 )
             bar.update(
                 rows[progress.project_id],
@@ -120,25 +122,102 @@ def _progress_bar(
         yield update
 
 
-def _jobs_table(jobs: Sequence[tuple[str, BatchJob]], *, title: str) -> Table:
-    table = Table(title=title)
-    for column in (
-        "project",
-        "created (UTC)",
-        "name",
-        "type",
-        "status",
-        "tasks ok/failed/total",
-    ):
-        table.add_column(column)
-    for project_id, job in jobs:
-        table.add_row(
-            project_id[:12],
-            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            job.job_name,
+_CUT: Final = "\u2026"  # one character: an id cut in the middle keeps both ends
+
+
+def _shorten(text: str, width: int) -> str:
+    """
+    *text* in at most *width* characters, cut in the middle: an id keeps the
+    start a person recognises and the end they search for.
+
+    Example::
+
+        assert "e4722…f206d9" == _shorten("e4722bb8341306a3f9bd9caf33f206d9", 12)
+    """
+    if len(text) <= width:
+        return text
+    if width < 3:  # noqa: PLR2004 (no room for both ends)
+        return text[:width]
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + _CUT + text[len(text) - tail :]
+
+
+def _fit(natural: Sequence[int], least: Sequence[int], room: int) -> list[int]:
+    """
+    Widths for columns that want *natural* but can do with *least*, summing
+    to at most *room* where they can: the first columns give way first.
+    """
+    widths = list(natural)
+    over = sum(widths) - room
+    for index, minimum in enumerate(least):
+        cut = min(max(over, 0), max(widths[index] - minimum, 0))
+        widths[index] -= cut
+        over -= cut
+    return widths
+
+
+def _terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first), 80 where there is none."""
+    return shutil.get_terminal_size().columns
+
+
+# project, created, type, name, status: the order in which they give way on a
+# narrow terminal, and how narrow each may get (so at 80 columns a status,
+# 20 characters at most, stays whole beside 11 of tasks)
+_TABLE_LEAST: Final = (9, 11, 9, 10, 10)
+_TABLE_GAPS: Final = 2 * 5  # two spaces between columns
+# the creation time at 19, 16 and 11 characters: seconds go first, then the year
+_CREATED_FORMATS: Final = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%m-%d %H:%M")
+
+
+def _created(job: BatchJob, width: int) -> str:
+    for form in _CREATED_FORMATS:
+        text = job.created_at.strftime(form)
+        if len(text) <= width:
+            return text
+    return text
+
+
+def _jobs_table(
+    jobs: Sequence[tuple[str, BatchJob]], *, title: str, width: int
+) -> Table:
+    """The jobs as a table *width* columns wide at most, ids cut in the middle."""
+    rows = [
+        (
+            project_id,
+            _created(job, 19),
             str(job.job_type),
+            job.job_name,
             str(job.status),
             f"{job.task_success_count}/{job.task_failed_count}/{job.task_total_count}",
+        )
+        for project_id, job in jobs
+    ]
+    headers = ("project", "created", "type", "name", "status", "tasks")
+    natural = [
+        max(len(text) for text in column) for column in zip(headers, *rows, strict=True)
+    ]
+    widths = _fit(natural[:5], _TABLE_LEAST, width - _TABLE_GAPS - natural[5])
+    table = Table(
+        title=title,
+        caption="created: UTC; tasks: succeeded/failed/total",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for header in ("project", "created", "name", "type", "status", "tasks"):
+        table.add_column(header, no_wrap=True)
+    for (project_id, _, job_type, name, status, tasks), (_, job) in zip(
+        rows, jobs, strict=True
+    ):
+        table.add_row(
+            _shorten(project_id, widths[0]),
+            _created(job, widths[1]),
+            _shorten(name, widths[3]),
+            _shorten(job_type, widths[2]),
+            _shorten(status, widths[4]),
+            tasks,
         )
     return table
 
@@ -147,21 +226,34 @@ def _job_json(project_id: str, job: BatchJob) -> bytes:
     return orjson.dumps(_job_fields(project_id, job))
 
 
-def _event_line(event: JobEvent) -> str:
+# project, name, change: the order in which they give way on a narrow terminal
+_LINE_LEAST: Final = (9, 12, 14)
+_NAME_WIDTH: Final = 24  # names line up below each other up to this
+
+
+def _event_line(event: JobEvent, width: int | None = None) -> str:
+    """One event as a line for people, *width* columns at most (the terminal's)."""
+    width = _terminal_width() if width is None else width
     when = event.observed_at.strftime("%H:%M:%S")
-    where = event.project_id[:8]
+    head = f"{when}  {event.kind.value:14}  "
     job = event.job
     if job is None:  # project_failed
         failed = f"{event.failures} polls failed: {event.error}"
-        return f"{when}  {event.kind.value:14}  {where}  {failed}"
+        sizes = (len(event.project_id), len(failed))
+        where, what = _fit(sizes, (9, 20), width - len(head) - 2)
+        return f"{head}{_shorten(event.project_id, where)}  {_shorten(failed, what)}"
     counts = f"{job.task_success_count}/{job.task_failed_count}/{job.task_total_count}"
     change = (
         f"{event.old_status} -> {event.new_status}"
         if event.kind in {JobEventKind.STATUS_CHANGED, JobEventKind.FINISHED}
         else str(job.status)
     )
+    natural = (len(event.project_id), max(len(job.job_name), _NAME_WIDTH), len(change))
+    room = width - len(head) - len(counts) - 3 * 2
+    where, name, what = _fit(natural, _LINE_LEAST, room)
     return (
-        f"{when}  {event.kind.value:14}  {where}  {job.job_name:24}  {change}  {counts}"
+        f"{head}{_shorten(event.project_id, where)}  "
+        f"{_shorten(job.job_name, name):{name}}  {_shorten(change, what)}  {counts}"
     )
 
 
@@ -187,7 +279,7 @@ def _summary(
             table.add_row(key, f"{count:,}")
         console.print(table)
     newest = sorted(jobs, key=lambda pair: pair[1].created_at, reverse=True)[:10]
-    console.print(_jobs_table(newest, title="The ten newest jobs"))
+    console.print(_jobs_table(newest, title="The ten newest jobs", width=console.width))
 
 
 @click.group()
@@ -326,7 +418,8 @@ async def _demo_watch(console: Console) -> None:
             async for event in stream:
                 kinds[event.kind.value] += 1
                 if sum(kinds.values()) <= 10:  # noqa: PLR2004
-                    console.print("  " + _event_line(event))
+                    line = _event_line(event, width=console.width - 2)
+                    console.print("  " + line, markup=False, highlight=False)
         requests = emulator.stats.requests
     console.print(
         "Events: "
@@ -431,7 +524,9 @@ def list_command(
                     else:
                         rows.append((project_id, job))
         if output == "table":
-            Console().print(_jobs_table(rows, title=f"{len(rows):,} batch jobs"))
+            console = Console()
+            title = f"{len(rows):,} batch jobs"
+            console.print(_jobs_table(rows, title=title, width=console.width))
         sys.stdout.flush()
 
     _run(run())
@@ -822,6 +917,8 @@ def watch(
                 )
                 raise click.ClickException(f"{where}: {exc}") from None
 
+    if output == "lines" and not emit_existing:
+        click.echo(_BASELINE_NOTE.format(interval=interval), err=True)
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())
 
@@ -836,6 +933,15 @@ def _reader_gone() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+# Said once to a person: a first poll that prints nothing looks like a hang,
+# and the emulator's jobs stand still unless it runs with --running.
+_BASELINE_NOTE: Final = (
+    "ief-jobs: the first poll is a baseline and prints nothing; each change after "
+    "it prints a line (a poll every {interval:g} s). Against the emulator, "
+    "`ief-jobs emulator --running` makes jobs move."
+)
 
 
 async def _print_events(

@@ -91,7 +91,19 @@ class ApiError(IefError):
 
 @attrs.define(kw_only=True, eq=False)
 class AuthenticationError(ApiError):
-    """The credentials were refused: 401/403, or IEF's 400 ``IEF.011005``."""
+    """
+    The credentials were refused: 401/403, or IEF's 400 ``IEF.011005``.
+
+    IEF gives ``IEF.011005`` for a project that does not exist, or that the
+    credentials do not cover, as well as for bad credentials: its message says
+    so, since a newcomer's first wrong project id reads as a wrong password.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.error_code in _AUTH_CODES:
+            return f"{text}; {UNKNOWN_PROJECT_HINT}"
+        return text
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -260,6 +272,9 @@ def _error_class(status: int, error_code: str | None) -> type[ApiError]:
 
 _AUTH_STATUSES: Final = frozenset({HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN})
 _AUTH_CODES: Final = frozenset({"IEF.011005"})
+UNKNOWN_PROJECT_HINT: Final = (
+    "the project may not exist, or the credentials may not cover it"
+)
 _REDIRECT_MIN: Final = 300
 _REDIRECT_END: Final = 400
 _RAW_TEXT_MAX: Final = 200  # enough to recognise an HTML error page, not to flood logs

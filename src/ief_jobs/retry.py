@@ -162,6 +162,7 @@ class RetryPolicy:
 
 
 NO_RETRIES: Final = RetryPolicy(attempts=1)
+"""One attempt per page, never a retry: ``IefClient(..., retry=NO_RETRIES)``."""
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 
 import aiohttp
@@ -12,6 +10,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from _support import served_in_thread
 from ief_jobs import IefClient, RetryPolicy
 from ief_jobs import cli as cli_module
 from ief_jobs.cli import main
@@ -21,24 +20,8 @@ from ief_jobs.emulator import Emulator
 @pytest.fixture(name="served", scope="module")
 def _served() -> Iterator[Emulator]:
     """An emulator on its own loop in a thread: the CLI runs its own asyncio.run."""
-    emulator = Emulator(projects=2, jobs=150, seed=5)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(emulator.start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(emulator.aclose())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    started.wait(10)
-    yield emulator
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with served_in_thread(Emulator(projects=2, jobs=150, seed=5)) as emulator:
+        yield emulator
 
 
 def _env(emulator: Emulator, **extra: str | None) -> dict[str, str | None]:

@@ -131,10 +131,12 @@ async def test_metrics_scrape_health_and_json_logs(
     assert emulator.token not in stderr.decode()
 
 
-def test_the_readme_prints_a_listings_spans_to_the_console() -> None:
-    """The README's console-exporter snippet runs and prints the list_jobs
+def test_the_docs_print_a_listings_spans_to_the_console() -> None:
+    """The operating guide's console-exporter snippet runs and prints the list_jobs
     span and its three GET spans (250 jobs in pages of 100)."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (
+        Path(__file__).parents[2] / "docs" / "guides" / "observability.md"
+    ).read_text()
     after = readme.split("<!-- console-spans:", 1)[1]
     code = after.split("```python\n", 1)[1].split("```", 1)[0]
     done = subprocess.run(  # noqa: S603 (our own interpreter, our README)
