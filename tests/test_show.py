@@ -377,8 +377,10 @@ class TestGetJob:
     async def test_a_job_id_that_is_no_plain_segment_is_refused_at_the_call(
         self, mocked: aioresponses, client: IefClient, job_id: str
     ) -> None:
-        """ValueError before any request: a job id cannot change the path."""
-        with pytest.raises(ValueError, match="job id"):
+        """ValueError (TypeError for one not a str) before any request: a job
+        id cannot change the path."""
+        error = ValueError if isinstance(job_id, str) else TypeError
+        with pytest.raises(error, match="job_id"):
             await client.get_job(PROJECT, job_id)
 
         assert 0 == client.requests_sent
@@ -388,7 +390,7 @@ class TestGetJob:
         self, mocked: aioresponses, client: IefClient
     ) -> None:
         """The project id and instance id are checked as the listing checks them."""
-        with pytest.raises(ValueError, match="project id"):
+        with pytest.raises(ValueError, match="project_id"):
             await client.get_job("../p", JOB_ID)
         with pytest.raises(ValueError, match="instance_id"):
             await client.get_job(PROJECT, JOB_ID, instance_id="")
