@@ -368,8 +368,12 @@ class TestGetJob:
         """A 200 whose body is not the documented JSON is a DecodeError."""
         mocked.get(_show_url(), body=b"<html>oops</html>")
 
-        with pytest.raises(DecodeError, match=JOB_ID):
+        with pytest.raises(DecodeError, match=JOB_ID) as info:
             await client.get_job(PROJECT, JOB_ID)
+
+        # it is one job's details that could not be read, not a page
+        assert str(info.value).startswith("undecodable job detail (project ")
+        assert "page" not in str(info.value)
 
     @pytest.mark.parametrize(
         "job_id", ["", "../jobs", "a/b", "a?b=1", "a b", "%2e%2e", "x" * 129, 7]

@@ -323,6 +323,7 @@ def _variants(secrets: Iterable[str]) -> list[str]:
         if isinstance(secret, str) and secret:
             escaped = orjson.dumps(secret).decode()[1:-1]
             found.update((secret, quote(secret, safe=""), quote_plus(secret), escaped))
+            found.add(escaped.replace("/", "\\/"))  # as PHP's and Java's writers do
     return sorted(found, key=len, reverse=True)
 
 
