@@ -15,6 +15,7 @@ from .auth import (
     Auth,
     IamPasswordAuth,
     RefreshableAuth,
+    SecretHoldingAuth,
     TokenAuth,
     auth_from_env,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "RefreshableAuth",
     "RetryPolicy",
     "SavedProject",
+    "SecretHoldingAuth",
     "ServerError",
     "SortOrder",
     "SqliteCheckpoint",

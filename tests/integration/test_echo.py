@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-import orjson
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
+from yarl import URL
 
 from _support import PROJECT, no_sleep
 from ief_jobs import (
@@ -53,6 +53,7 @@ class Echo:
 
     shape: str
     iam_fails: bool = False
+    html_status: int = 502  # retried: the retry's log line is checked too
     heard: list[str] = attrs.Factory(list)  # every credential header it got
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -81,7 +82,10 @@ class Echo:
         if self.shape == "html":
             html = f"<html><body><h1>502</h1><pre>{echo}</pre></body></html>"
             return web.Response(
-                text=html, status=502, content_type="text/html", headers=headers
+                text=html,
+                status=self.html_status,
+                content_type="text/html",
+                headers=headers,
             )
         if self.shape == "plain":
             return web.Response(text=echo, status=401, headers=headers)
@@ -111,7 +115,16 @@ async def _serve(echo: Echo) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+class _OwnAuth:
+    """An Auth of a user's own, with no secrets(): masked by what it sent."""
+
+    async def apply(self, method: str, url: URL, headers: dict[str, str]) -> None:
+        headers["x-auth-token"] = TOKEN  # any case: header names are not
+
+
 def _auth(kind: str, url: str) -> Auth:
+    if kind == "own":
+        return _OwnAuth()
     if kind == "token":
         return TokenAuth(TOKEN)
     if kind == "aksk":
@@ -155,7 +168,7 @@ async def _call(ief: IefClient, call: str) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("kind", ["token", "aksk", "iam"])
+@pytest.mark.parametrize("kind", ["token", "aksk", "iam", "own"])
 @pytest.mark.parametrize("call", ["list", "show"])
 async def test_no_echo_reaches_an_error_or_a_log(
     shape: str, kind: str, call: str, caplog: pytest.LogCaptureFixture
@@ -236,6 +249,7 @@ def test_no_echo_reaches_the_cli(
     """The CLI's stdout and stderr show no credential, whatever the echo."""
     url, echo = hostile
     echo.shape = shape
+    echo.html_status = 500  # not retried: the CLI's retries really sleep
     env = {"IEF_ENDPOINT": url, "IEF_TOKEN": None, "IEF_REGION": None}
     if kind == "token":
         env |= {"IEF_TOKEN": TOKEN, "HUAWEICLOUD_SDK_AK": None}
@@ -251,12 +265,3 @@ def test_no_echo_reaches_the_cli(
     [line] = result.stderr.splitlines()
     assert line.startswith("ief-jobs: error: ")
     assert [] == _leaks(iter([result.stdout, result.stderr]), _secrets(echo))
-
-
-def test_the_echo_is_json_in_one_shape() -> None:
-    """The test server's JSON shape really carries the echo (not vacuous)."""
-    response = Echo("json").answer("X-Auth-Token: t", "X-Auth-Token: t")
-    assert response.body is not None
-    assert (
-        b"X-Auth-Token: t" in orjson.loads(bytes(response.body))["error_msg"].encode()
-    )  # type: ignore[arg-type]
