@@ -106,14 +106,19 @@ def check_text(name: str, value: object, *, optional: bool = False) -> str | Non
 
 def check_credential(name: str, value: object, *, header: bool = True) -> str:
     """
-    *value*, a non-empty str fit for a header (no surrounding whitespace, no
-    line break); with ``header=False`` (a password in a JSON body) any text.
-    The message names *name*, never the value: it may be a secret.
+    *value*, a non-empty str fit for a header: printable ASCII with no
+    surrounding whitespace (a stray ``\\r`` or space is the usual slip); with
+    ``header=False`` (a password in a JSON body) any text. The message names
+    *name*, never the value: it may be a secret.
     """
     text = check_text(name, value)
     assert text is not None  # noqa: S101 (not optional)
     if header and (text != text.strip() or "\n" in text or "\r" in text):
         msg = f"{name} must have no surrounding whitespace or line breaks"
+        raise ValueError(msg)
+    if header and not (text.isascii() and text.isprintable()):
+        # a header carries nothing else, and an encoder's error would quote it
+        msg = f"{name} must be printable ASCII"
         raise ValueError(msg)
     return text
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import _env, _served  # noqa: F401 (the fixture, shared)
 
 from ief_jobs import IefClient
@@ -245,3 +247,42 @@ def test_a_shard_with_no_project_says_so(served: Emulator) -> None:
 
     assert line.startswith(f"ief-jobs: warning: shard {empty}/{count} gets none")
     assert b"" == rest
+
+
+_ENV_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=12,
+)
+
+
+@settings(max_examples=30)
+@given(
+    name=st.sampled_from(
+        [
+            "IEF_TOKEN",
+            "HUAWEICLOUD_SDK_AK",
+            "HUAWEICLOUD_SDK_SK",
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+            "IEF_ENDPOINT",
+            "IEF_REGION",
+        ]
+    ),
+    value=_ENV_TEXT,
+)
+def test_no_environment_value_gives_a_traceback(
+    served: Emulator, name: str, value: str
+) -> None:
+    """Whatever one variable holds, the command succeeds or says one line."""
+    extra: dict[str, str | None] = {name: value}
+    if name.startswith("HUAWEICLOUD_SDK"):  # the AK/SK pair is looked at only whole
+        key = served.access_key
+        extra = {"HUAWEICLOUD_SDK_AK": key.access_key, "HUAWEICLOUD_SDK_SK": "s"}
+        extra[name] = value
+    result = CliRunner().invoke(
+        main, ["count", served.project_ids[0]], env=_env(served, **extra)
+    )
+
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    if result.exit_code != 0:
+        [line] = result.stderr.splitlines()
+        assert line.startswith("ief-jobs: error: ")
