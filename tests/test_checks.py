@@ -131,10 +131,16 @@ def _listing(client: IefClient) -> list[tuple[Callable[[], object], type, str]]:
         (lambda: client.count_jobs(PROJECT, job_type=""), ValueError, "job_type"),
         (lambda: client.get_job(PROJECT, None), TypeError, "job_id"),
         (lambda: client.get_job(PROJECT, "../x"), ValueError, "job_id"),
+        (lambda: client.iter_pages(PROJECT, on_progress=1), TypeError, "on_progress"),
+        (
+            lambda: client.iter_jobs_many([PROJECT], on_progress=1),
+            TypeError,
+            "on_progress",
+        ),
     ]
 
 
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(13))
 async def test_listing_methods_keep_the_contract(
     mocked: aioresponses, client: IefClient, case: int
 ) -> None:

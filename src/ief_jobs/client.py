@@ -30,6 +30,7 @@ import aiohttp
 from yarl import URL
 
 from ._checks import (
+    check_callable,
     check_choice,
     check_flag,
     check_instance,
@@ -368,6 +369,8 @@ class IefClient(AsyncClosing):
         query: ListQuery,
         on_progress: Callable[[Progress], None] | None,
     ) -> AsyncGenerator[JobPage, None]:
+        if on_progress is not None:  # here, at the call: walk_pages is lazy
+            check_callable("on_progress", on_progress)
         return walk_pages(
             self._transport.page_fetcher(project_id, query),
             query,
@@ -500,6 +503,8 @@ class IefClient(AsyncClosing):
         """
         check_choice("errors", errors, ("raise", "collect"))
         unique = check_project_ids(project_ids)
+        if on_progress is not None:  # each project's walk starts later
+            check_callable("on_progress", on_progress)
         query = self._query(
             job_type=job_type,
             sort=sort,
