@@ -315,7 +315,7 @@ class TestConstructorChecks:
             ({"concurrency": True}, TypeError, "concurrency"),
             ({"concurrency": 0}, ValueError, "concurrency"),
             ({"page_size": 0}, ValueError, "page_size"),
-            ({"page_size": "100"}, ValueError, "page_size"),
+            ({"page_size": "100"}, TypeError, "page_size"),
             ({"retry": 5}, TypeError, "retry"),
             ({"timeout": 0}, ValueError, "timeout"),
             ({"timeout": -1.0}, ValueError, "timeout"),
@@ -437,15 +437,30 @@ class TestCallsCheckFirst:
         "method",
         ["iter_pages", "iter_jobs", "iter_jobs_many", "list_jobs", "count_jobs"],
     )
-    @pytest.mark.parametrize("project_id", ["../etc", "p1?x=1", "", "p/1", None])
+    @pytest.mark.parametrize(
+        ("project_id", "error"),
+        [
+            ("../etc", ValueError),
+            ("p1?x=1", ValueError),
+            ("", ValueError),
+            ("p/1", ValueError),
+            (None, TypeError),
+        ],
+    )
     async def test_a_bad_project_id_raises_at_the_call(
-        self, mocked: aioresponses, client: IefClient, method: str, project_id: object
+        self,
+        mocked: aioresponses,
+        client: IefClient,
+        method: str,
+        project_id: object,
+        error: type[Exception],
     ) -> None:
         """Every listing method refuses a project id that is not a plain path
-        segment when it is called, not at the first anext, and sends nothing."""
+        segment when it is called, not at the first anext, and sends nothing:
+        TypeError for a wrong type, ValueError for a wrong value."""
         call = _calls(client, project_id)[method]
 
-        with pytest.raises(ValueError, match="project id"):
+        with pytest.raises(error, match="project_id"):
             await _call_now(call)
 
         assert [] == _sent(mocked)

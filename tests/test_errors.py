@@ -20,7 +20,16 @@ from ief_jobs import (
     ThrottledError,
     TransportError,
 )
-from ief_jobs.errors import error_from_response, parse_retry_after, read_error_body
+from ief_jobs.errors import (
+    SERVER_TEXT_MAX,
+    error_from_response,
+    mask_text,
+    parse_retry_after,
+    read_error_body,
+    redact,
+)
+
+SECRET = "MIIE+s3cret/token=="  # noqa: S105 (a fake, checked to never show)
 
 
 class TestErrorFromResponse:
@@ -298,3 +307,65 @@ class TestPickleAndCopy:
         again = pickle.loads(pickle.dumps(group))  # noqa: S301 (our own bytes)
 
         assert [str(e) for e in group.exceptions] == [str(e) for e in again.exceptions]
+
+
+class TestMasking:
+    @pytest.mark.parametrize(
+        "spelled",
+        [
+            SECRET,
+            "MIIE%2Bs3cret%2Ftoken%3D%3D",  # percent-encoded, every character
+            "MIIE%2Bs3cret/token%3D%3D",  # percent-encoded, '/' kept
+            "MIIE+s3cret/token%3D%3D",  # partly
+            "MIIE%2bs3cret%2ftoken%3d%3d",  # lower-case hex
+            "MIIE+s3cret\\/token==",  # JSON-escaped '/'
+        ],
+    )
+    def test_every_spelling_is_masked(self, spelled: str) -> None:
+        """An echo of a secret in any common spelling becomes the mark."""
+        masked = mask_text(f"X-Auth-Token: {spelled}; more", {SECRET})
+
+        assert "s3cret" not in masked
+        assert "***" in masked
+
+    def test_a_secret_across_the_cut_is_masked_not_halved(self) -> None:
+        """Masking comes before the cut: a secret straddling 4 KiB (or the
+        200 characters kept of an HTML page) leaves no half behind."""
+        long = "x" * (SERVER_TEXT_MAX - 5) + SECRET
+        html = ("<p>" + "y" * 190 + SECRET + "</p>").encode()
+
+        assert "MIIE" not in mask_text(long, {SECRET})
+        assert len(mask_text(long * 3, {SECRET}).encode()) <= SERVER_TEXT_MAX
+        _, message, _ = read_error_body(html, secrets={SECRET})
+        assert message is not None
+        assert "MIIE" not in message
+
+    def test_every_field_of_an_error_is_masked(self) -> None:
+        """error_from_response masks code, message, request id and Location."""
+        body = (
+            b'{"error_code": "'
+            + SECRET.encode()
+            + b'", "error_msg": "'
+            + b"m" * 9000
+            + SECRET.encode()
+            + b'"}'
+        )
+        headers = {
+            "X-Request-Id": f"req-{SECRET}",
+            "Location": f"https://elsewhere/{SECRET}/x?t={SECRET}",
+        }
+
+        error = error_from_response(302, body, headers, secrets={SECRET})
+
+        for value in (error.error_code, error.error_msg, error.request_id):
+            assert value is not None
+            assert "s3cret" not in value
+            assert len(value.encode()) <= SERVER_TEXT_MAX
+        assert "s3cret" not in str(error.location)
+        assert "s3cret" not in str(error)
+
+    def test_redact_masks_a_tuple_of_problems(self) -> None:
+        """A DecodeError's problems are server text too."""
+        error = redact(DecodeError(problems=(f"bad {SECRET}",)), {SECRET})
+
+        assert ("bad ***",) == error.problems

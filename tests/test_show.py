@@ -368,8 +368,12 @@ class TestGetJob:
         """A 200 whose body is not the documented JSON is a DecodeError."""
         mocked.get(_show_url(), body=b"<html>oops</html>")
 
-        with pytest.raises(DecodeError, match=JOB_ID):
+        with pytest.raises(DecodeError, match=JOB_ID) as info:
             await client.get_job(PROJECT, JOB_ID)
+
+        # it is one job's details that could not be read, not a page
+        assert str(info.value).startswith("undecodable job detail (project ")
+        assert "page" not in str(info.value)
 
     @pytest.mark.parametrize(
         "job_id", ["", "../jobs", "a/b", "a?b=1", "a b", "%2e%2e", "x" * 129, 7]
@@ -377,8 +381,10 @@ class TestGetJob:
     async def test_a_job_id_that_is_no_plain_segment_is_refused_at_the_call(
         self, mocked: aioresponses, client: IefClient, job_id: str
     ) -> None:
-        """ValueError before any request: a job id cannot change the path."""
-        with pytest.raises(ValueError, match="job id"):
+        """ValueError (TypeError for one not a str) before any request: a job
+        id cannot change the path."""
+        error = ValueError if isinstance(job_id, str) else TypeError
+        with pytest.raises(error, match="job_id"):
             await client.get_job(PROJECT, job_id)
 
         assert 0 == client.requests_sent
@@ -388,7 +394,7 @@ class TestGetJob:
         self, mocked: aioresponses, client: IefClient
     ) -> None:
         """The project id and instance id are checked as the listing checks them."""
-        with pytest.raises(ValueError, match="project id"):
+        with pytest.raises(ValueError, match="project_id"):
             await client.get_job("../p", JOB_ID)
         with pytest.raises(ValueError, match="instance_id"):
             await client.get_job(PROJECT, JOB_ID, instance_id="")

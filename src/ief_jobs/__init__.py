@@ -16,6 +16,7 @@ from .auth import (
     Auth,
     IamPasswordAuth,
     RefreshableAuth,
+    SecretHoldingAuth,
     TokenAuth,
     auth_from_env,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "RefreshableAuth",
     "RetryPolicy",
     "SavedProject",
+    "SecretHoldingAuth",
     "ServerError",
     "Sink",
     "SortOrder",

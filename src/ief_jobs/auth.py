@@ -9,7 +9,9 @@ Credentials for IEF requests, behind one small protocol a user can implement too
   Huawei Cloud's own SDKs use.
 
 No provider's ``repr``, and no error they raise, shows a password, a secret
-key, a token or a signature.
+key, a token or a signature. Each provider here also tells the client which
+secrets it holds (`SecretHoldingAuth.secrets`), so that anything a server says
+is masked before it reaches an error, a log record or the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -27,6 +29,14 @@ import attrs
 import orjson
 from yarl import URL
 
+from ._checks import (
+    check_callable,
+    check_credential,
+    check_flag,
+    check_instance,
+    check_seconds,
+    validator,
+)
 from ._closing import AsyncClosing
 from ._signing import (
     authorization,
@@ -34,15 +44,17 @@ from ._signing import (
     format_sdk_date,
     signature,
 )
-from .errors import AuthenticationError, TransportError, read_error_body
+from .errors import AuthenticationError, TransportError, mask_text, read_error_body
 
 __all__ = [
     "AkSkAuth",
     "Auth",
     "IamPasswordAuth",
     "RefreshableAuth",
+    "SecretHoldingAuth",
     "TokenAuth",
     "auth_from_env",
+    "secrets_of",
 ]
 
 DEFAULT_IAM_ENDPOINT: Final = "https://iam.myhuaweicloud.com"
@@ -75,23 +87,37 @@ class RefreshableAuth(Auth, Protocol):
         """
 
 
-def _check_credential(name: str, value: object, *, header: bool = True) -> None:
-    # the message names the argument, never its value: it may be a secret
-    if not isinstance(value, str):
-        msg = f"{name} must be a str, not {type(value).__name__}"
-        raise TypeError(msg)
-    if not value:
-        msg = f"{name} must not be empty"
-        raise ValueError(msg)
-    # what goes into a header (or a signature over one) cannot carry these; a
-    # password travels in a JSON body and may have spaces
-    if header and (value != value.strip() or "\n" in value or "\r" in value):
-        msg = f"{name} must have no surrounding whitespace or line breaks"
-        raise ValueError(msg)
+@runtime_checkable
+class SecretHoldingAuth(Auth, Protocol):
+    """
+    An `Auth` that says which secrets it holds, so the client can mask them.
+
+    The client replaces each of them (and whatever credential headers it sent)
+    with ``***`` in anything a server says before it reaches an error. An
+    `Auth` without this method is masked by the headers it sent alone.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def secrets(self) -> Collection[str]:
+        """Every secret held now: tokens, keys, passwords (never empty strings)."""
+
+
+def secrets_of(auth: object) -> frozenset[str]:
+    """
+    The secrets *auth* says it holds; none for an `Auth` that cannot say.
+
+    Example::
+
+        assert frozenset({"s3cret"}) == secrets_of(TokenAuth("s3cret"))
+    """
+    if not isinstance(auth, SecretHoldingAuth):
+        return frozenset()
+    return frozenset(s for s in auth.secrets() if isinstance(s, str) and s)
 
 
 def _credential(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _check_credential(attribute.name, value)
+    check_credential(attribute.name, value)
 
 
 @attrs.frozen
@@ -115,6 +141,10 @@ class TokenAuth:
     ) -> None:
         """Set ``X-Auth-Token``."""
         headers["X-Auth-Token"] = self.token
+
+    def secrets(self) -> Collection[str]:
+        """The token."""
+        return (self.token,)
 
 
 @attrs.frozen
@@ -146,7 +176,7 @@ class AkSkAuth:
         default=time.time,
         kw_only=True,
         repr=False,
-        validator=attrs.validators.is_callable(),
+        validator=validator(check_callable),
     )
 
     async def apply(
@@ -165,6 +195,12 @@ class AkSkAuth:
         headers["Authorization"] = authorization(
             self.access_key, signed, signature(self.secret_key, sdk_date, canonical)
         )
+
+    def secrets(self) -> Collection[str]:
+        """The secret key and the security token (the access key is not secret)."""
+        if self.security_token is None:
+            return (self.secret_key,)
+        return (self.secret_key, self.security_token)
 
 
 @attrs.frozen
@@ -225,19 +261,18 @@ class IamPasswordAuth(AsyncClosing):
         verify_ssl: bool = True,
     ) -> None:
         for name, value in (("user", user), ("password", password), ("domain", domain)):
-            _check_credential(name, value, header=name != "password")
-        endpoint = URL(iam_endpoint) if isinstance(iam_endpoint, str | URL) else None
-        if endpoint is None or endpoint.scheme not in {"http", "https"}:
-            msg = f"iam_endpoint must be an http(s) URL, not {iam_endpoint!r}"
+            check_credential(name, value, header=name != "password")
+        check_instance("iam_endpoint", iam_endpoint, (str, URL), "a str or yarl.URL")
+        endpoint = URL(iam_endpoint)
+        if not endpoint.is_absolute() or endpoint.scheme not in {"http", "https"}:
+            msg = f"iam_endpoint must be an http(s) URL, not {str(endpoint)!r}"
             raise ValueError(msg)
-        if isinstance(refresh_margin, bool) or not isinstance(
-            refresh_margin, int | float
-        ):
-            msg = f"refresh_margin must be a number of seconds, not {refresh_margin!r}"
-            raise TypeError(msg)
-        if not math.isfinite(refresh_margin):
-            msg = f"refresh_margin must be finite, not {refresh_margin}"
-            raise ValueError(msg)
+        check_seconds("refresh_margin", refresh_margin, minimum=-math.inf)
+        check_callable("clock", clock)
+        check_instance(
+            "timeout", timeout, (aiohttp.ClientTimeout, type(None)), "a ClientTimeout"
+        )
+        check_flag("verify_ssl", verify_ssl)
         self.user = user
         self._password = password
         self.domain = domain
@@ -265,6 +300,10 @@ class IamPasswordAuth(AsyncClosing):
     ) -> None:
         """Set ``X-Auth-Token`` to a fresh token for the request's project."""
         headers["X-Auth-Token"] = await self.token_for(_project_of(headers))
+
+    def secrets(self) -> Collection[str]:
+        """The password and every token IAM issued that is still cached."""
+        return (self._password, *(token.value for token in self._tokens.values()))
 
     async def refresh(self, url: URL, headers: MutableMapping[str, str]) -> bool:  # noqa: ARG002
         """Forget the token IEF refused, so the next request gets a new one."""
@@ -333,12 +372,14 @@ class IamPasswordAuth(AsyncClosing):
                 project_id=project_id,
             ) from None
         if status != 201 or not subject:  # noqa: PLR2004
-            code, message, _ = read_error_body(text)
+            # IAM's answer may echo the request: the password, the user's tokens
+            secrets = self.secrets()
+            code, message, _ = read_error_body(text, secrets=secrets)
             raise AuthenticationError(
                 status=status,
                 error_code=code,
                 error_msg=f"IAM refused the token request: {message or 'no message'}",
-                request_id=request_id,
+                request_id=mask_text(request_id, secrets),
                 project_id=project_id,
             )
         return _Token(subject, _expires_at(text, default=self._clock() + 3600))
@@ -381,6 +422,9 @@ def auth_from_env(environ: Mapping[str, str] | None = None) -> Auth | None:
     ``HUAWEICLOUD_SDK_AK`` and ``HUAWEICLOUD_SDK_SK`` (with
     ``HUAWEICLOUD_SDK_SECURITY_TOKEN`` for temporary ones) give `AkSkAuth`, as
     in Huawei Cloud's own SDKs; otherwise ``IEF_TOKEN`` gives `TokenAuth`.
+    A value with surrounding whitespace or a line break (a stray ``\\r`` from
+    a file written on Windows) is a `ValueError` naming the variable, never
+    showing its value.
 
     Example::
 
@@ -391,12 +435,22 @@ def auth_from_env(environ: Mapping[str, str] | None = None) -> Auth | None:
     access_key = env.get("HUAWEICLOUD_SDK_AK", "")
     secret_key = env.get("HUAWEICLOUD_SDK_SK", "")
     if access_key and secret_key:
-        return AkSkAuth(
-            access_key,
-            secret_key,
-            security_token=env.get("HUAWEICLOUD_SDK_SECURITY_TOKEN") or None,
+        security_token = env.get("HUAWEICLOUD_SDK_SECURITY_TOKEN") or None
+        _check_variables(
+            HUAWEICLOUD_SDK_AK=access_key,
+            HUAWEICLOUD_SDK_SK=secret_key,
+            HUAWEICLOUD_SDK_SECURITY_TOKEN=security_token,
         )
+        return AkSkAuth(access_key, secret_key, security_token=security_token)
     token = env.get("IEF_TOKEN", "")
     if token:
+        _check_variables(IEF_TOKEN=token)
         return TokenAuth(token)
     return None
+
+
+def _check_variables(**variables: str | None) -> None:
+    # named as the user set them, not as the constructor's arguments
+    for name, value in variables.items():
+        if value is not None:
+            check_credential(name, value)

@@ -5,7 +5,12 @@ The ``ief-jobs`` command: ``demo``, ``list``, ``count``, ``show``, ``watch`` and
 Needs the ``cli`` extra (click for the commands, rich for tables and progress).
 Credentials come from the environment (``HUAWEICLOUD_SDK_AK`` and
 ``HUAWEICLOUD_SDK_SK``, or ``IEF_TOKEN``), never from arguments that would show
-in ``ps``. Errors end in one line on stderr and exit code 1.
+in ``ps``; the endpoint from ``--endpoint`` or ``--region``, else as
+`IefClient.from_env` reads it (``IEF_ENDPOINT``, ``IEF_REGION``).
+
+Every error is one line on stderr, ``ief-jobs: error: ...``: exit code 1 for a
+failure, 2 for a usage error (a bad flag, argument or environment variable).
+A closed stdout (``ief-jobs list ... | head``) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
@@ -49,14 +56,16 @@ from . import (
     Stream,
     TokenAuth,
     WatchHealth,
-    auth_from_env,
 )
+from ._checks import MAX_PAGE_SIZE, check_job_id, check_project_id
 from ._daemon import configure_logging, metrics_reader, serve
+from ._state_location import parse_state_location
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
 from .models import Progress as ListingProgress
 from .sink import event_json as _event_json
 from .sink import job_fields as _job_fields
+from .watch import shard_of
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -67,29 +76,76 @@ _JOB_TYPES = [t.value for t in JobType]
 _SORTS = [s.value for s in SortOrder]
 
 
+def _one_line(text: object) -> str:
+    """*text* on one line: a server's line breaks and control characters
+    (a terminal escape, say) become spaces."""
+    chars = (" " if unicodedata.category(c)[0] == "C" else c for c in str(text))
+    return " ".join("".join(chars).split())
+
+
 class _CommandError(click.ClickException):
-    """A failure that is not the library's, shown as ours: one line, exit 1."""
+    """
+    Every error the command shows: one line ``ief-jobs: error: ...`` on
+    stderr; exit code 1 for a failure, 2 (``usage=True``) for a usage error.
+    """
+
+    def __init__(self, message: object, *, usage: bool = False) -> None:
+        super().__init__(_one_line(message))
+        # click declares it on the class; this error sets its own
+        self.exit_code = 2 if usage else 1  # type: ignore[misc]
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"ief-jobs: error: {self.format_message()}", err=True, file=file)
 
 
+class _Main(click.Group):
+    """The command group, speaking click's own errors in our one form."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_voice():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_voice():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_voice() -> Iterator[None]:
+    try:
+        yield
+    except (_CommandError, click.exceptions.NoArgsIsHelpError):
+        raise  # ours already; `ief-jobs` alone shows the help
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        raise _CommandError(exc.format_message() + hint, usage=True) from None
+    except click.ClickException as exc:
+        raise _CommandError(exc.format_message(), usage=exc.exit_code == 2) from None  # noqa: PLR2004
+
+
 def _run(coro: Awaitable[T]) -> T:
     """
-    Run *coro*; an IefError becomes one line on stderr and exit code 1, and an
-    argument the library refused (ValueError) a usage error, exit code 2.
+    Run *coro*; an error becomes one line on stderr and exit code 1.
+
+    Arguments are checked before this (click's types and callbacks, exit code
+    2), so a `ValueError` or `TypeError` raised while the command runs is a
+    failure, not a usage error.
     """
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    except IefError as exc:
-        click.echo(f"ief-jobs: error: {exc}", err=True)
-        sys.exit(1)
+    except (IefError, ValueError, TypeError) as exc:
+        raise _CommandError(exc) from None
     except ExceptionGroup as group:  # errors="collect": one line each
-        for error in group.exceptions:
-            click.echo(f"ief-jobs: error: {error}", err=True)
-        sys.exit(1)
+        *first, last = group.exceptions
+        for error in first:
+            _CommandError(error).show()
+        raise _CommandError(last) from None
 
 
 @contextlib.contextmanager
@@ -282,7 +338,7 @@ def _summary(
     console.print(_jobs_table(newest, title="The ten newest jobs", width=console.width))
 
 
-@click.group()
+@click.group(cls=_Main)
 @click.version_option(package_name="ief-jobs")
 def main() -> None:
     """List Huawei Cloud IEF batch jobs, fast."""
@@ -293,8 +349,8 @@ class _Seconds(click.FloatRange):
 
     name = "seconds"
 
-    def __init__(self) -> None:
-        super().__init__(min=0)
+    def __init__(self, minimum: float = 0) -> None:
+        super().__init__(min=minimum)
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -430,7 +486,9 @@ async def _demo_watch(console: Console) -> None:
 
 
 _CONNECTION_OPTIONS = (
-    click.option("--endpoint", envvar="IEF_ENDPOINT", help="Base URL of IEF."),
+    click.option(
+        "--endpoint", help="Base URL of IEF (default: IEF_ENDPOINT, or IEF_REGION's)."
+    ),
     click.option("--region", help="Region, e.g. cn-north-4 (instead of --endpoint)."),
     click.option("--instance-id", help="ief-instance-id (platinum edition)."),
     click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
@@ -443,34 +501,58 @@ def _connection_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
+def _checked(
+    check: Callable[[str], str],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback running the library's own check on each value."""
+
+    def callback(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            for one in value if isinstance(value, tuple) else (value,):
+                check(one)
+        except (TypeError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param=param) from None
+        return value
+
+    return callback
+
+
+_PROJECT_ID_CHECK = _checked(check_project_id)
+
+
 def _client_options(func: Callable[..., None]) -> Callable[..., None]:
-    project_ids = click.argument("project_ids", nargs=-1, required=True)
+    project_ids = click.argument(
+        "project_ids", nargs=-1, required=True, callback=_PROJECT_ID_CHECK
+    )
     return _connection_options(project_ids(func))
 
 
 def _make_client(
     endpoint: str | None, region: str | None, instance_id: str | None, insecure: bool
 ) -> IefClient:
-    auth = auth_from_env()
-    if auth is None:
-        raise click.UsageError(
-            "set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (AK/SK signing), or "
-            "IEF_TOKEN (an IAM token); credentials are never arguments"
-        )
+    """
+    `IefClient.from_env`, with --endpoint or --region over the environment's.
+    A problem in either is a usage error.
+    """
+    env = dict(os.environ)
+    if endpoint and region:
+        raise _CommandError("give --endpoint or --region, not both", usage=True)
+    if endpoint:
+        env["IEF_ENDPOINT"] = endpoint
+    elif region:  # a flag wins over the environment's endpoint
+        env.pop("IEF_ENDPOINT", None)
+        env["IEF_REGION"] = region
     if insecure:
         click.echo("ief-jobs: warning: TLS certificates are not verified", err=True)
     try:
-        if region:
-            return IefClient.for_region(
-                region, auth=auth, instance_id=instance_id, verify_ssl=not insecure
-            )
-        if not endpoint:
-            raise click.UsageError("give --endpoint (or IEF_ENDPOINT) or --region")
-        return IefClient(
-            endpoint, auth=auth, instance_id=instance_id, verify_ssl=not insecure
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        return IefClient.from_env(env, instance_id=instance_id, verify_ssl=not insecure)
+    except (TypeError, ValueError) as exc:
+        raise _CommandError(
+            f"{exc} (credentials come from the environment, never arguments)"
+            if "credentials" in str(exc)
+            else exc,
+            usage=True,
+        ) from None
 
 
 @main.command(name="list")
@@ -482,7 +564,13 @@ def _make_client(
 @click.option(
     "--max-items", type=click.IntRange(min=0), help="At most this many per project."
 )
-@click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, MAX_PAGE_SIZE),
+    default=100,
+    show_default=True,
+    help=f"Records per request (IEF allows 1 to {MAX_PAGE_SIZE:,}).",
+)
 @click.option(
     "--format",
     "output",
@@ -610,8 +698,8 @@ def _detail_tables(project_id: str, detail: BatchJobDetail) -> tuple[Table, Tabl
 
 @main.command()
 @_connection_options
-@click.argument("project_id")
-@click.argument("job_id")
+@click.argument("project_id", callback=_PROJECT_ID_CHECK)
+@click.argument("job_id", callback=_checked(check_job_id))
 @click.option(
     "--format",
     "output",
@@ -653,25 +741,41 @@ def _shard(
 ) -> tuple[int, int] | None:
     if value is None:
         return None
-    index, slash, count = value.partition("/")
-    try:
-        if slash:
-            return int(index), int(count)  # the range: the library's own check
-    except ValueError:
-        pass
-    msg = f"give INDEX/COUNT with INDEX from 0, such as 2/8, not {value!r}"
-    raise click.BadParameter(msg)
+    # ASCII digits only: int() would take "1_0" and other scripts' digits too
+    found = _SHARD.fullmatch(value)
+    if found is None:
+        msg = f"give INDEX/COUNT with INDEX from 0, such as 2/8, not {value!r}"
+        raise click.BadParameter(msg)
+    index, count = int(found.group(1)), int(found.group(2))
+    if count < 1:
+        msg = f"COUNT must be at least 1, not {count}"
+        raise click.BadParameter(msg)
+    if index >= count:
+        msg = (
+            f"there is no shard {value}: INDEX counts from 0, so the last of "
+            f"{count} shards is {count - 1}/{count}"
+        )
+        raise click.BadParameter(msg)
+    return index, count
+
+
+_SHARD: Final = re.compile(r"([0-9]{1,9})/([0-9]{1,9})", re.ASCII)
 
 
 def _checkpoint(state: str) -> Checkpoint:
-    """A redis:// URL names a shared Redis; anything else a SQLite file."""
-    if state.startswith(("redis://", "rediss://", "unix://")):
+    """A Redis URL names a shared Redis, a plain path a SQLite file (see
+    `parse_state_location`); anything else is a usage error."""
+    try:
+        location = parse_state_location(state)
+    except (TypeError, ValueError) as exc:
+        raise _CommandError(f"--state: {exc}", usage=True) from None
+    if location.kind == "redis":
         try:
-            return RedisCheckpoint.from_url(state)
+            return RedisCheckpoint.from_url(location.target)
         except ImportError:
             msg = "a Redis --state needs the redis extra: pip install 'ief-jobs[redis]'"
-            raise click.UsageError(msg) from None
-    return SqliteCheckpoint(state)
+            raise _CommandError(msg, usage=True) from None
+    return SqliteCheckpoint(location.target)
 
 
 def _sink(url: str) -> RedisStreamSink:
@@ -779,7 +883,7 @@ def _sigterm_cancels(task: asyncio.Task[Any]) -> Iterator[Callable[[], bool]]:
 @_client_options
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    type=_Seconds(minimum=0.1),
     default=30.0,
     show_default=True,
     help="Seconds between polls.",
@@ -874,6 +978,7 @@ def watch(
     client = _make_client(endpoint, region, instance_id, insecure)
     checkpoint = None if state is None else _checkpoint(state)
     stream = None if sink is None else _sink(sink)
+    _warn_if_idle(shard, project_ids)
 
     async def run() -> None:
         main_task = asyncio.current_task()
@@ -915,12 +1020,25 @@ def watch(
                 where = _store_name(
                     exc, state, redis_state=isinstance(checkpoint, RedisCheckpoint)
                 )
-                raise click.ClickException(f"{where}: {exc}") from None
+                raise _CommandError(f"{where}: {exc}") from None
 
     if output == "lines" and not emit_existing:
         click.echo(_BASELINE_NOTE.format(interval=interval), err=True)
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())
+
+
+def _warn_if_idle(shard: tuple[int, int] | None, project_ids: Sequence[str]) -> None:
+    """A shard that gets none of the projects waits for nothing: say so, once,
+    rather than sit silent."""
+    if shard is not None and all(
+        shard_of(p, shard[1]) != shard[0] for p in project_ids
+    ):
+        click.echo(
+            f"ief-jobs: warning: shard {shard[0]}/{shard[1]} gets none of the "
+            f"{len(set(project_ids))} projects given; it has nothing to watch",
+            err=True,
+        )
 
 
 def _reader_gone() -> None:

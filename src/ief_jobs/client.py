@@ -11,7 +11,6 @@ turns one request into one `JobPage`.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import re
 import time
@@ -34,6 +33,18 @@ if TYPE_CHECKING:  # the otel extra: only its types, and only for type checkers
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
+from ._checks import (
+    check_callable,
+    check_choice,
+    check_flag,
+    check_instance,
+    check_int,
+    check_job_id,
+    check_project_id,
+    check_project_ids,
+    check_seconds,
+    check_text,
+)
 from ._closing import AsyncClosing
 from ._telemetry import (
     Call,
@@ -56,7 +67,6 @@ from .models import (
     ListQuery,
     Progress,
     SortOrder,
-    check_int,
 )
 from .retry import AdaptiveLimiter, RetryPolicy
 from .transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
@@ -73,45 +83,14 @@ __all__ = [
 
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_CONCURRENCY: Final = 32
-_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a project or job id
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 ErrorPolicy = Literal["raise", "collect"]
 T = TypeVar("T")
 
 
-def _plain_segment(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _PLAIN_SEGMENT.fullmatch(value):
-        msg = f"{what} must be letters, digits, '-' or '_', not {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def check_project_id(project_id: str) -> str:
-    """Refuse a project id that could change the path: a plain segment only."""
-    return _plain_segment(project_id, "project id")
-
-
-def check_job_id(job_id: str) -> str:
-    """Refuse a job id that could change the path: a plain segment only."""
-    return _plain_segment(job_id, "job id")
-
-
-def _project_list(project_ids: Iterable[str]) -> list[str]:
-    # a lone string is iterable too: "p1" must not list the projects "p" and "1"
-    if isinstance(project_ids, str | bytes):
-        msg = (
-            "project_ids must be a collection of project ids, not a single "
-            f"{type(project_ids).__name__} ({project_ids!r}): wrap it in a list"
-        )
-        raise TypeError(msg)
-    return [check_project_id(pid) for pid in dict.fromkeys(project_ids)]
-
-
 def _endpoint_url(endpoint: str | URL) -> URL:
-    if not isinstance(endpoint, str | URL):
-        msg = f"endpoint must be a str or yarl.URL, not {endpoint!r}"
-        raise TypeError(msg)
+    check_instance("endpoint", endpoint, (str, URL), "a str or yarl.URL")
     url = URL(endpoint)
     if not url.is_absolute() or url.scheme not in {"http", "https"}:
         msg = f"endpoint must be an http(s) URL, not {str(url)!r}"
@@ -122,27 +101,12 @@ def _endpoint_url(endpoint: str | URL) -> URL:
     return url
 
 
-def _positive(name: str, value: object, *, unit: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number of {unit}, not {value!r}"
-        raise TypeError(msg)
-    if not 0 < value < math.inf:  # NaN fails this too
-        msg = f"{name} must be above 0 and finite, in {unit}, not {value}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def _flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        msg = f"{name} must be True or False, not {value!r}"
-        raise TypeError(msg)
-
-
 def _client_timeout(timeout: object) -> aiohttp.ClientTimeout:
     # seconds bound one whole request, as DESIGN.md promises
     if isinstance(timeout, aiohttp.ClientTimeout):
         return timeout
-    return aiohttp.ClientTimeout(total=_positive("timeout", timeout, unit="seconds"))
+    seconds = check_seconds("timeout", timeout, above=True)
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 class Stream(AsyncGenerator[T, None], AsyncClosing):
@@ -295,27 +259,27 @@ class IefClient(AsyncClosing):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         endpoint = _endpoint_url(endpoint)
-        if not isinstance(auth, Auth):
-            msg = (
-                "auth must provide credentials (TokenAuth, AkSkAuth, "
-                f"IamPasswordAuth, or an Auth of your own), not {auth!r}"
-            )
-            raise TypeError(msg)
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            msg = f"session must be an aiohttp.ClientSession or None, not {session!r}"
-            raise TypeError(msg)
+        check_instance(
+            "auth",
+            auth,
+            Auth,
+            "an Auth (TokenAuth, AkSkAuth, IamPasswordAuth, or one of your own)",
+        )
+        check_instance(
+            "session", session, (aiohttp.ClientSession, type(None)), "a ClientSession"
+        )
         check_int("concurrency", concurrency, minimum=1)
         # the same checks as every call's
         ListQuery(page_size=page_size, instance_id=instance_id)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            msg = f"retry must be a RetryPolicy or None, not {retry!r}"
-            raise TypeError(msg)
+        check_instance("retry", retry, (RetryPolicy, type(None)), "a RetryPolicy")
         request_timeout = _client_timeout(timeout)
         check_int("max_body_size", max_body_size, minimum=1)
-        _flag("verify_ssl", verify_ssl)
-        _flag("adaptive", adaptive)
+        check_flag("verify_ssl", verify_ssl)
+        check_flag("adaptive", adaptive)
         if rate_limit is not None:
-            _positive("rate_limit", rate_limit, unit="requests a second")
+            check_seconds(
+                "rate_limit", rate_limit, above=True, unit="requests a second"
+            )
         self._endpoint = endpoint
         self._transport = Transport(
             endpoint,
@@ -384,9 +348,7 @@ class IefClient(AsyncClosing):
 
             IefClient.for_region("cn-north-4", auth=TokenAuth(token))
         """
-        if not isinstance(region, str):
-            msg = f"region must be a str, not {region!r}"
-            raise TypeError(msg)
+        check_text("region", region)
         if not _REGION.fullmatch(region):
             msg = f"not a region name: {region!r}"
             raise ValueError(msg)
@@ -459,6 +421,8 @@ class IefClient(AsyncClosing):
         on_progress: Callable[[Progress], None] | None,
         call: Call | None = None,
     ) -> AsyncGenerator[JobPage, None]:
+        if on_progress is not None:  # here, at the call: walk_pages is lazy
+            check_callable("on_progress", on_progress)
         return walk_pages(
             self._transport.page_fetcher(project_id, query, call),
             query,
@@ -609,10 +573,10 @@ class IefClient(AsyncClosing):
                 async for project_id, job in jobs:
                     print(project_id, job.job_name)
         """
-        if errors not in {"raise", "collect"}:
-            msg = f"errors must be 'raise' or 'collect', not {errors!r}"
-            raise ValueError(msg)
-        unique = _project_list(project_ids)
+        check_choice("errors", errors, ("raise", "collect"))
+        unique = check_project_ids(project_ids)
+        if on_progress is not None:  # each project's walk starts later
+            check_callable("on_progress", on_progress)
         query = self._query(
             job_type=job_type,
             sort=sort,
@@ -641,21 +605,31 @@ class IefClient(AsyncClosing):
         *,
         job_type: JobType | str | None = None,
         sort: SortOrder | str | None = None,
+        page_size: int | None = None,
+        offset: int = 0,
         max_items: int | None = None,
         instance_id: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> list[BatchJob]:
         """
-        Every batch job of *project_id* as a list (see `iter_jobs`).
+        Every batch job of *project_id* as a list; the options of `iter_jobs`.
 
         Example::
 
             jobs = await ief.list_jobs("p1", sort=SortOrder.CREATED_AT_ASC)
         """
         query = self._query(
-            job_type=job_type, sort=sort, max_items=max_items, instance_id=instance_id
+            job_type=job_type,
+            sort=sort,
+            page_size=page_size,
+            offset=offset,
+            max_items=max_items,
+            instance_id=instance_id,
         )
-        pages = self._traced_walk("list_jobs", project_id, query, None)
-        return [job async for job in _jobs_of(pages)]
+        pages = self._traced_walk("list_jobs", project_id, query, on_progress)
+        jobs = Stream(_jobs_of(pages))
+        async with jobs:  # a failure closes the walk at once, not at GC
+            return [job async for job in jobs]
 
     def watch_jobs(
         self,
@@ -742,7 +716,7 @@ class IefClient(AsyncClosing):
                 `Checkpoint` (a path: use `SqliteCheckpoint`), or a flag is
                 not a bool.
         """
-        ids = _project_list(project_ids)
+        ids = check_project_ids(project_ids)
         query = self._query(
             job_type=job_type, instance_id=instance_id, sort=SortOrder.CREATED_AT_DESC
         )

@@ -539,6 +539,7 @@ def decode_job_detail(
             problems=(f"job {job_id}", *problems),
             project_id=project_id,
             request_id=request_id,
+            answer="job detail",
         )
 
     data = _json_object(body)

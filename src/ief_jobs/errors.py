@@ -20,6 +20,9 @@ Every error ief-jobs raises:
 
 No message or ``repr`` carries a token, a secret key or a signature: errors
 hold what the server said and where the walk was, never the request's headers.
+What the server said is masked (`mask_text`: every credential the client holds
+or sent becomes ``***``, even when a hostile server echoes one back) and kept to
+4 KiB per field (message, code, request id, ``Location``).
 
 Every error pickles and copies with its type, message and fields (and its
 notes), so it survives multiprocessing, `concurrent.futures` process pools and
@@ -31,11 +34,12 @@ one place that turns an error answer into one of these.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Final
+from typing import Final, TypeVar, overload
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import attrs
 import orjson
@@ -147,10 +151,12 @@ class DecodeError(IefError):
 
     problems: tuple[str, ...]
     request_id: str | None = None
+    answer: str = "page"  # what could not be decoded: a page, a job's details
 
     def __str__(self) -> str:
         request = f" [request {self.request_id}]" if self.request_id else ""
-        return f"undecodable page{self._where()}{request}: {'; '.join(self.problems)}"
+        problems = "; ".join(self.problems)
+        return f"undecodable {self.answer}{self._where()}{request}: {problems}"
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -228,6 +234,7 @@ def error_from_response(
     project_id: str | None = None,
     offset: int | None = None,
     now: datetime | None = None,
+    secrets: Collection[str] = (),
 ) -> ApiError:
     """
     Map one error answer to the right `ApiError`, the one place that does.
@@ -235,11 +242,17 @@ def error_from_response(
     Reads the code and message from a JSON body in either shape (see
     `read_error_body`), and falls back to the (shortened) raw text for an HTML
     or empty body, as a load balancer sends. A 429's or 5xx's ``Retry-After``
-    becomes *retry_after*; a 3xx's ``Location`` becomes *location*.
+    becomes *retry_after*; a 3xx's ``Location`` becomes *location*. Every
+    text the server chose is masked with *secrets* (`mask_text`) and kept to
+    4 KiB.
     """
-    error_code, error_msg, request_id = read_error_body(body)
+    error_code, error_msg, request_id = read_error_body(body, secrets=secrets)
     request_id = headers.get("X-Request-Id") or request_id
     cls = _error_class(status, error_code)
+    location = None
+    if _REDIRECT_MIN <= status < _REDIRECT_END:
+        # masked before parsing too: yarl re-encodes what it parses
+        location = _redirect_target(mask_text(headers.get("Location"), secrets))
     error = cls(
         status=status,
         error_code=error_code,
@@ -247,15 +260,11 @@ def error_from_response(
         request_id=request_id,
         project_id=project_id,
         offset=offset,
-        location=(
-            _redirect_target(headers.get("Location"))
-            if _REDIRECT_MIN <= status < _REDIRECT_END
-            else None
-        ),
+        location=location,
     )
     if isinstance(error, ThrottledError | ServerError):
         error.retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
-    return error
+    return redact(error, secrets)
 
 
 def _error_class(status: int, error_code: str | None) -> type[ApiError]:
@@ -278,9 +287,91 @@ UNKNOWN_PROJECT_HINT: Final = (
 _REDIRECT_MIN: Final = 300
 _REDIRECT_END: Final = 400
 _RAW_TEXT_MAX: Final = 200  # enough to recognise an HTML error page, not to flood logs
+MASK: Final = "***"
+SERVER_TEXT_MAX: Final = 4096  # bytes of UTF-8 kept of any one text a server chose
+
+E = TypeVar("E", bound=IefError)
 
 
-def read_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
+@overload
+def mask_text(text: str, secrets: Collection[str]) -> str: ...
+@overload
+def mask_text(text: None, secrets: Collection[str]) -> None: ...
+@overload
+def mask_text(text: str | None, secrets: Collection[str]) -> str | None: ...
+def mask_text(text: str | None, secrets: Collection[str]) -> str | None:
+    """
+    *text* with every one of *secrets* replaced by ``***``, and kept to 4 KiB.
+
+    A secret is also found percent-encoded (as a server echoing a URL or a
+    form writes it, in any spelling: a text holding ``%`` is read decoded as
+    well) and JSON-escaped (as an echo inside a JSON string is);
+    longer secrets go first, so one holding another is masked whole. Masking
+    comes before the cut: a secret is never cut in two with its first half
+    left to read.
+
+    Example::
+
+        assert "token *** refused" == mask_text("token s3cret refused", {"s3cret"})
+    """
+    if text is None:
+        return text
+    variants = _variants(secrets)
+    text = _masked(text, variants)
+    if "%" in text:  # spelled in a percent-encoding of its own (a Location)
+        for decode in (unquote, unquote_plus):
+            decoded = decode(text)
+            if any(secret in decoded for secret in variants):
+                text = _masked(decoded, variants)
+    return _bounded(text)
+
+
+def _masked(text: str, variants: list[str]) -> str:
+    for secret in variants:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def redact(error: E, secrets: Collection[str]) -> E:
+    """
+    Mask *secrets* in every text field of *error* and keep each to 4 KiB; the
+    same error, for ``raise redact(exc, secrets)``.
+
+    Example::
+
+        error = redact(TransportError(reason="token s3cret"), {"s3cret"})
+        assert "token ***" == str(error)
+    """
+    for field in attrs.fields(type(error)):
+        value = getattr(error, field.name)
+        if isinstance(value, str):
+            setattr(error, field.name, mask_text(value, secrets))
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            setattr(error, field.name, tuple(mask_text(v, secrets) for v in value))
+    return error
+
+
+def _variants(secrets: Iterable[str]) -> list[str]:
+    found: set[str] = set()
+    for secret in secrets:
+        if isinstance(secret, str) and secret:
+            escaped = orjson.dumps(secret).decode()[1:-1]
+            found.update((secret, quote(secret, safe=""), quote_plus(secret), escaped))
+            found.add(escaped.replace("/", "\\/"))  # as PHP's and Java's writers do
+    return sorted(found, key=len, reverse=True)
+
+
+def _bounded(text: str) -> str:
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= SERVER_TEXT_MAX:
+        return text
+    # cut on a character boundary: a partial UTF-8 sequence is dropped
+    return encoded[: SERVER_TEXT_MAX - 3].decode("utf-8", "ignore") + "..."
+
+
+def read_error_body(
+    body: bytes, *, secrets: Collection[str] = ()
+) -> tuple[str | None, str | None, str | None]:
     """
     ``(code, message, request_id)`` from an error body, the one parser of both.
 
@@ -289,6 +380,7 @@ def read_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
     "message": ...}}`` (a number as code is kept as its text). Anything else
     gives no code and, as message, the body's first characters with runs of
     whitespace folded (an HTML page from a load balancer), or None if empty.
+    Each text is masked with *secrets* first (`mask_text`), then shortened.
 
     Example::
 
@@ -308,8 +400,14 @@ def read_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
         else:
             code, msg = data.get("error_code"), data.get("error_msg")
             request_id = data.get("request_id")
-        return _text(code), _text(msg), _text(request_id)
-    text = " ".join(body[:_RAW_TEXT_MAX].decode("utf-8", "replace").split())
+        return (
+            mask_text(_text(code), secrets),
+            mask_text(_text(msg), secrets),
+            mask_text(_text(request_id), secrets),
+        )
+    # the whole body is masked before it is cut, so no secret is cut in two
+    raw = mask_text(body.decode("utf-8", "replace"), secrets)
+    text = " ".join(raw[: _RAW_TEXT_MAX * 4].split())[:_RAW_TEXT_MAX]
     return None, text or None, None
 
 

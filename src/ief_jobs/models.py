@@ -1,17 +1,19 @@
 """
 The records IEF lists, and the enums of its wire values.
 
-Nothing here imports from the rest of the package.
+Nothing here imports from the rest of the package but `_checks`, the leaf
+that holds the one contract for arguments.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import attrs
+
+from ._checks import check_int, check_page_size, check_text, validator
 
 
 class JobType(enum.StrEnum):
@@ -133,52 +135,12 @@ class Progress:
     target: int  # records this listing means to deliver (max_items and offset applied)
 
 
-def check_int(name: str, value: object, *, minimum: int) -> None:
-    """
-    Refuse a *value* for the argument *name* that is not an int of at least
-    *minimum*: `TypeError` for another type (a bool too), `ValueError` below.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an int, not {value!r}"
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{name} must be at least {minimum}, not {value}"
-        raise ValueError(msg)
-
-
-def _whole(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            msg = (
-                f"{attribute.name} must be a whole number of at least {minimum}, "
-                f"not {value!r}"
-            )
-            raise ValueError(msg)
-
-    return check
-
-
-def _optional_whole(
-    minimum: int,
-) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    check = _whole(minimum)
-
-    def optional(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None:
-            check(instance, attribute, value)
-
-    return optional
-
-
-def _optional_text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        msg = f"{attribute.name} must be None or a non-empty string, not {value!r}"
-        raise TypeError(msg) if not isinstance(value, str) else ValueError(msg)
-
-
 def _sort_order(value: SortOrder | str | None) -> SortOrder | None:
     if value is None or isinstance(value, SortOrder):
         return value
+    if not isinstance(value, str):
+        msg = f"sort must be a SortOrder, a str or None, not {type(value).__name__}"
+        raise TypeError(msg)
     try:
         return SortOrder(value)
     except ValueError:
@@ -190,7 +152,8 @@ def _sort_order(value: SortOrder | str | None) -> SortOrder | None:
 @attrs.frozen
 class ListQuery:
     """
-    One listing's options, checked once where the public method is called.
+    One listing's options, checked once where the public method is called
+    (`ief_jobs._checks`: *page_size* is 1 to 1,000, IEF's limit).
 
     The client builds one per call and hands it down unchanged to the walk and
     to each request, so an option is added here and in the public signatures,
@@ -203,12 +166,18 @@ class ListQuery:
         assert query.sort is None
     """
 
-    job_type: JobType | str | None = attrs.field(default=None, validator=_optional_text)
+    job_type: JobType | str | None = attrs.field(
+        default=None, validator=validator(check_text, optional=True)
+    )
     sort: SortOrder | None = attrs.field(default=None, converter=_sort_order)
-    page_size: int = attrs.field(default=100, validator=_whole(1))
-    offset: int = attrs.field(default=0, validator=_whole(0))
-    max_items: int | None = attrs.field(default=None, validator=_optional_whole(0))
-    instance_id: str | None = attrs.field(default=None, validator=_optional_text)
+    page_size: int = attrs.field(default=100, validator=validator(check_page_size))
+    offset: int = attrs.field(default=0, validator=validator(check_int, minimum=0))
+    max_items: int | None = attrs.field(
+        default=None, validator=validator(check_int, optional=True, minimum=0)
+    )
+    instance_id: str | None = attrs.field(
+        default=None, validator=validator(check_text, optional=True)
+    )
 
 
 # -- ShowBatchJob: one job with its sub-tasks and targets ---------------------

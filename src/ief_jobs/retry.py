@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import tenacity
 
+from ._checks import check_callable, check_int, check_seconds, validator
 from .errors import ServerError, ThrottledError, TransportError
-from .models import check_int
 
 __all__ = ["NO_RETRIES", "AdaptiveLimiter", "RetryPolicy"]
 
@@ -41,25 +40,8 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ServerError) and exc.status in _TEMPORARY_STATUSES
 
 
-# validators, typed as attrs' own are (models.py does the same)
-def _whole_at_least_one(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    check_int(attribute.name, value, minimum=1)
-
-
-def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{attribute.name} must be a number of seconds, not {value!r}"
-        raise TypeError(msg)
-    if not 0 <= value < math.inf:  # NaN fails this too
-        msg = f"{attribute.name} must be finite and at least 0 seconds, not {value}"
-        raise ValueError(msg)
-
-
-def _optional_seconds(
-    instance: Any, attribute: attrs.Attribute[Any], value: Any
-) -> None:
-    if value is not None:
-        _seconds(instance, attribute, value)
+_SECONDS: Final = validator(check_seconds)
+_CALLABLE: Final = validator(check_callable)
 
 
 @attrs.frozen
@@ -97,20 +79,22 @@ class RetryPolicy:
         IefClient(endpoint, auth=auth, retry=RetryPolicy(attempts=8, timeout=120))
     """
 
-    attempts: int = attrs.field(default=5, validator=_whole_at_least_one)
-    timeout: float | None = attrs.field(default=60.0, validator=_optional_seconds)
-    wait_initial: float = attrs.field(default=0.5, validator=_seconds)
-    wait_max: float = attrs.field(default=10.0, validator=_seconds)
-    wait_jitter: float = attrs.field(default=1.0, validator=_seconds)
-    retry_after_max: float = attrs.field(default=60.0, validator=_seconds)
+    attempts: int = attrs.field(default=5, validator=validator(check_int, minimum=1))
+    timeout: float | None = attrs.field(
+        default=60.0, validator=validator(check_seconds, optional=True)
+    )
+    wait_initial: float = attrs.field(default=0.5, validator=_SECONDS)
+    wait_max: float = attrs.field(default=10.0, validator=_SECONDS)
+    wait_jitter: float = attrs.field(default=1.0, validator=_SECONDS)
+    retry_after_max: float = attrs.field(default=60.0, validator=_SECONDS)
     sleep: Callable[[float], Awaitable[None]] = attrs.field(
-        default=asyncio.sleep, repr=False, validator=attrs.validators.is_callable()
+        default=asyncio.sleep, repr=False, validator=_CALLABLE
     )
     clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, repr=False, validator=attrs.validators.is_callable()
+        default=time.monotonic, repr=False, validator=_CALLABLE
     )
     jitter: Callable[[], float] = attrs.field(
-        default=random.random, repr=False, validator=attrs.validators.is_callable()
+        default=random.random, repr=False, validator=_CALLABLE
     )
 
     def is_retryable(self, exc: BaseException) -> bool:
@@ -215,9 +199,7 @@ class AdaptiveLimiter:
     )
 
     def __init__(self, maximum: int, *, minimum: int = 1) -> None:
-        if maximum < 1:
-            msg = f"concurrency must be at least 1, not {maximum}"
-            raise ValueError(msg)
+        check_int("concurrency", maximum, minimum=1)
         self._maximum = maximum
         self._minimum = min(minimum, maximum)
         self._limit = float(maximum)

@@ -15,8 +15,9 @@ headers) is built once per walk, not per request.
 
 from __future__ import annotations
 
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
 import aiohttp
@@ -26,7 +27,7 @@ from yarl import URL
 
 from ._signing import encode_query
 from ._telemetry import NO_ATTEMPT, Call, Request, Telemetry
-from .auth import Auth, RefreshableAuth
+from .auth import Auth, RefreshableAuth, secrets_of
 from .codec import decode_job_detail, decode_page
 from .errors import (
     AuthenticationError,
@@ -35,6 +36,7 @@ from .errors import (
     ThrottledError,
     TransportError,
     error_from_response,
+    redact,
 )
 from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
@@ -51,6 +53,12 @@ DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
 DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
 _CHUNK: Final = 64 * 1024
 _ANSWER_HEADERS: Final = ("X-Request-Id", "Retry-After", "Location")
+# what an Auth writes that a server must never get to echo into an error
+_CREDENTIAL_HEADERS: Final = frozenset(
+    {"x-auth-token", "authorization", "x-security-token"}
+)
+_HEADER_PARTS: Final = re.compile(r"[\s,=]+")
+_SECRET_PART_MIN: Final = 16  # a signature, a key id; not "SDK-HMAC-SHA256"'s words
 
 
 class Transport:
@@ -318,13 +326,24 @@ class Transport:
                 if self.adaptive:
                     limiter.succeeded()
                 probe.answered(status, len(body), None)
-                record = decode(
-                    body, project_id=project_id, offset=offset, request_id=request_id
-                )
+                try:
+                    record = decode(
+                        body,
+                        project_id=project_id,
+                        offset=offset,
+                        request_id=request_id,
+                    )
+                except DecodeError as exc:  # the request id is the server's text
+                    raise redact(exc, self._secrets(sent)) from exc.__cause__
                 probe.decoded(record)
                 return record
             error = error_from_response(
-                status, body, answer_headers, project_id=project_id, offset=offset
+                status,
+                body,
+                answer_headers,
+                project_id=project_id,
+                offset=offset,
+                secrets=self._secrets(sent),
             )
             probe.answered(status, len(body), error)
             if isinstance(error, ThrottledError) and self.adaptive:
@@ -339,6 +358,21 @@ class Transport:
                 refreshed = True
                 continue
             raise error
+
+    def _secrets(self, sent: Mapping[str, str]) -> set[str]:
+        """
+        What to mask in a server's answer to the request that sent *sent*: the
+        auth's secrets, and every credential header as sent (an `Auth` of a
+        user's own may not say what it holds), whole and in its parts.
+        """
+        found = set(secrets_of(self._auth))
+        for name, value in sent.items():
+            if name.lower() in _CREDENTIAL_HEADERS and value:
+                found.add(value)
+                # a server may echo the signature alone
+                parts = _HEADER_PARTS.split(value)
+                found.update(p for p in parts if len(p) >= _SECRET_PART_MIN)
+        return found
 
     async def _authorize(
         self, url: URL, headers: dict[str, str], project_id: str, offset: int | None

@@ -127,7 +127,7 @@ class TestList:
         result = CliRunner().invoke(main, [command, "../admin"], env=_env(served))
 
         assert 2 == result.exit_code
-        assert "project id must be" in result.output
+        assert "project_id must be" in result.output
         assert before == served.stats.requests
 
     def test_count(self, served: Emulator) -> None:
@@ -350,7 +350,7 @@ class TestShow:
         )
 
         assert 2 == result.exit_code
-        assert "job id must be" in result.output
+        assert "job_id must be" in result.output
         assert before == served.stats.requests
 
 

@@ -28,6 +28,7 @@ from ief_jobs import (
     TokenAuth,
 )
 from ief_jobs.emulator import Emulator, Faults, generate_jobs, project_ids_for
+from ief_jobs.errors import error_from_response
 
 _RETRY = RetryPolicy(attempts=6, sleep=no_sleep, jitter=lambda: 0.0)
 
@@ -233,17 +234,20 @@ class TestErrors:
                 await ief.count_jobs(emulator.project_ids[1])
 
     async def test_limit_out_of_range(self, emulator: Emulator) -> None:
-        """A limit above the server's range is IEF.100005 (the client never
-        sends one: tests/test_pagination.py)."""
-        url = f"{emulator.base_url}/v2/{emulator.project_ids[1]}/productmgr/jobs"
-        headers = {"X-Auth-Token": emulator.token}
+        """A page size above the server's range is IEF.100005 (sent raw: the
+        client refuses a page size over 1,000 before any request)."""
+        pid = emulator.project_ids[1]
+        url = f"{emulator.base_url}/v2/{pid}/productmgr/jobs?limit=5000&offset=0"
+        headers = {"X-Auth-Token": emulator.token, "X-Project-Id": pid}
         async with (
             aiohttp.ClientSession() as session,
-            session.get(url, params={"limit": "1001"}, headers=headers) as response,
+            session.get(url, headers=headers) as response,
         ):
-            body = await response.json()
+            error = error_from_response(
+                response.status, await response.read(), response.headers
+            )
 
-        assert (400, "IEF.100005") == (response.status, body["error_code"])
+        assert "IEF.100005" == error.error_code
 
     async def test_throttled_after_retries(self, emulator: Emulator) -> None:
         """Throttling that never ends is a ThrottledError with Retry-After."""

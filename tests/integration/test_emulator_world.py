@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -155,7 +156,9 @@ class TestRunningOnTheClock:
             mine = [t for t in created if t.project_id == pid]
             assert 60 == len(mine) == len(emulator.jobs(pid)) - 50
             assert {JobStatus.WAITING} == {t.new_status for t in mine}
-            assert [START + 60 * (i + 1) for i in range(60)] == [t.at for t in mine]
+            assert [START + 60 * (i + 1) for i in range(60)] == [
+                t.at.timestamp() for t in mine
+            ]
             times = [j["created_at"] for j in emulator.jobs(pid)]
             assert sorted(set(times)) == times
 
@@ -218,7 +221,8 @@ class TestTransitions:
         assert _replay(start, transitions) == _statuses(emulator)
         times = [t.at for t in transitions]
         assert sorted(times) == times
-        assert all(START <= at <= clock.now for at in times)
+        assert all(at.tzinfo is UTC for at in times)  # aware, as every time is
+        assert all(START <= at.timestamp() <= clock.now for at in times)
 
     def test_public_changes_are_recorded_with_the_clock(self) -> None:
         """create_job, set_status and delete_job each add one transition at the
@@ -271,5 +275,7 @@ class TestTransitions:
             t.old_status for t in steps
         ]
         assert JobStatus(steps[-1].new_status).is_final  # type: ignore[arg-type]
-        assert START < steps[1].at < steps[2].at < START + 3600
-        assert emulator.jobs(pid)[0]["status_last_updated_at"] == int(steps[2].at)
+        assert START < steps[1].at.timestamp() < steps[2].at.timestamp() < START + 3600
+        assert emulator.jobs(pid)[0]["status_last_updated_at"] == int(
+            steps[2].at.timestamp()
+        )

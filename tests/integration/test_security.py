@@ -403,7 +403,7 @@ class TestInput:
     )
     async def test_a_project_id_cannot_change_the_path(self, project_id: str) -> None:
         async with _client("http://127.0.0.1:9") as ief:
-            with pytest.raises(ValueError, match="project id"):
+            with pytest.raises(ValueError, match="project_id"):
                 await ief.list_jobs(project_id)
 
 

@@ -189,7 +189,9 @@ def _change_while_down(emulator: Emulator, now: float) -> None:
     on a job whose last change the watcher has seen (three seconds ago)."""
     pid = emulator.project_ids[0]
     settled = {
-        t.job_id for t in emulator.transitions if t.at > now - 3 and t.project_id == pid
+        t.job_id
+        for t in emulator.transitions
+        if t.at.timestamp() > now - 3 and t.project_id == pid
     }
     jobs = [j for j in emulator.jobs(pid) if j["job_id"] not in settled]
     running = next(j for j in reversed(jobs) if not JobStatus(j["status"]).is_final)

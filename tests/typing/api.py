@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import assert_type
 
@@ -28,6 +29,7 @@ from ief_jobs import (
     NotFoundError,
     RedisCheckpoint,
     RedisStreamSink,
+    SecretHoldingAuth,
     ServerError,
     Sink,
     SortOrder,
@@ -91,6 +93,8 @@ async def use_credentials_and_watch(ak: str, sk: str, password: str) -> None:
     seconds = IefClient("https://ief.example.com", auth=AkSkAuth(ak, sk), timeout=5)
     assert_type(seconds, IefClient)
     assert_type(auth_from_env(), Auth | None)
+    held: SecretHoldingAuth = by_password  # the built-in auths say their secrets
+    assert_type(held.secrets(), Collection[str])
     async with signed as ief, by_password:
         async for event in ief.watch_jobs(["p1"], interval=10):
             assert_type(event, JobEvent)

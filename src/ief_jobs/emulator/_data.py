@@ -16,6 +16,7 @@ import random
 import uuid
 import zlib
 from bisect import bisect_left
+from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
 from typing import Any, Final
 
@@ -79,21 +80,29 @@ RECENT: Final = 200  # unfinished jobs are among this many newest, stragglers as
 DEFAULT_STRAGGLERS: Final = 2  # old unfinished jobs per project
 
 
+def _aware(when: datetime | float) -> datetime:
+    # the clock gives Unix seconds; a Transition holds what every record does
+    if isinstance(when, datetime):
+        return when
+    return datetime.fromtimestamp(when, UTC)
+
+
 @attrs.frozen
 class Transition:
     """
     One change the emulator made to a job: the ground truth a watch is held to.
 
     *old_status* is None for a creation, *new_status* None for a deletion; *at*
-    is the emulator's clock time of the change (for a job that ran between two
-    reads of the clock, the time it started or ended, not the time of the read).
+    is the emulator's clock time of the change as an aware UTC `datetime`, like
+    every other time ief-jobs gives (for a job that ran between two reads of
+    the clock, the time it started or ended, not the time of the read).
     """
 
     project_id: str
     job_id: str
     old_status: JobStatus | str | None
     new_status: JobStatus | str | None
-    at: float
+    at: datetime = attrs.field(converter=_aware)
 
 
 def _status(value: str | None) -> JobStatus | str | None:
