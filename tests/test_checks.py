@@ -43,6 +43,8 @@ class TestChecks:
             (lambda: check_seconds("n", float("nan")), ValueError),
             (lambda: check_seconds("n", float("inf")), ValueError),
             (lambda: check_seconds("n", 0, above=True), ValueError),
+            (lambda: check_seconds("n", 10**400), ValueError),  # past any float
+            (lambda: check_seconds("n", 86_401, maximum=86_400), ValueError),
             (lambda: check_text("n", 5), TypeError),
             (lambda: check_text("n", ""), ValueError),
             (lambda: check_credential("n", " tok"), ValueError),

@@ -68,21 +68,32 @@ def check_seconds(
     value: object,
     *,
     minimum: float = 0.0,
+    maximum: float | None = None,
     above: bool = False,
     unit: str = "seconds",
 ) -> float:
     """
     *value*, a finite number of *unit*: at least *minimum* (above it, with
-    *above*). NaN and infinity are refused.
+    *above*), at most *maximum*. NaN, infinity and ints past any float are
+    refused.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _type_error(name, f"a number of {unit}", value)
-    low = value > minimum if above else value >= minimum
-    if not (math.isfinite(value) and low):
+    try:
+        number = float(value)
+    except OverflowError:  # an int past any float: 10**400
+        number = math.inf
+    low = number > minimum if above else number >= minimum
+    high = maximum is None or number <= maximum
+    if not (math.isfinite(number) and low and high):
         bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
-        msg = f"{name} must be finite and {bound} {unit}, not {value}"
+        if maximum is not None:
+            bound += f" and at most {maximum:g}"
+        past = isinstance(value, int) and math.isinf(number)
+        shown = "an int past any float" if past else f"{value}"
+        msg = f"{name} must be finite and {bound} {unit}, not {shown}"
         raise ValueError(msg)
-    return float(value)
+    return number
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -107,6 +107,7 @@ from typing import Final, Protocol, TypeVar
 import attrs
 import orjson
 
+from ._checks import check_flag, check_int, check_seconds
 from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import AuthenticationError, IefError, NotFoundError, StateError
@@ -697,43 +698,10 @@ class _Reader:
         return seen
 
 
-# -- argument checks (kept apart: a shared module of checks can take them over) --
+# -- argument checks: the shared contract of ._checks, and the watch's own --
 
 _INTERVAL_MIN: Final = 0.1  # faster polling only spends the gateway's quota
 _SECONDS_MAX: Final = 86_400.0  # a day: longer is a mistake, not a poll
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        msg = f"{name} must be True or False, not {value!r}"
-        raise TypeError(msg)
-
-
-def _check_seconds(name: str, value: object, *, least: float) -> float:
-    """A finite number of seconds from *least* to a day, as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number of seconds, not {value!r}"
-        raise TypeError(msg)
-    try:
-        seconds = float(value)
-    except OverflowError:  # an int past any float: 10**400
-        seconds = math.inf
-    if not (math.isfinite(seconds) and least <= seconds <= _SECONDS_MAX):
-        msg = (
-            f"{name} must be a finite number of seconds from {least:g} to "
-            f"{_SECONDS_MAX:g}, not {value!r}"
-        )
-        raise ValueError(msg)
-    return seconds
-
-
-def _check_whole(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be a whole number, not {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be a whole number of at least 1, not {value!r}"
-        raise ValueError(msg)
 
 
 def _check_checkpoint(value: object) -> None:
@@ -801,7 +769,9 @@ class _Settings:
 def _lease_ttl(lease_ttl: object, interval: float) -> float:
     if lease_ttl is None:  # a few polls: one slow poll does not lose the lease
         return max(3 * interval, 10.0)
-    ttl = _check_seconds("lease_ttl", lease_ttl, least=_INTERVAL_MIN)
+    ttl = check_seconds(
+        "lease_ttl", lease_ttl, minimum=_INTERVAL_MIN, maximum=_SECONDS_MAX
+    )
     if ttl <= interval:
         msg = f"lease_ttl must be longer than interval ({interval:g} s), not {ttl:g}"
         raise ValueError(msg)
@@ -889,21 +859,23 @@ def watch(
     if not ids:
         msg = "no project to watch: give at least one project id"
         raise ValueError(msg)
-    seconds = _check_seconds("interval", interval, least=_INTERVAL_MIN)
+    seconds = check_seconds(
+        "interval", interval, minimum=_INTERVAL_MIN, maximum=_SECONDS_MAX
+    )
     for name, flag in (
         ("emit_existing", emit_existing),
         ("only_unfinished", only_unfinished),
         ("skip_idle", skip_idle),
         ("reset_state", reset_state),
     ):
-        _check_bool(name, flag)
+        check_flag(name, flag)
     for name, value in (
         ("report_after", report_after),
         ("reconcile_every", reconcile_every),
         ("page_size", page_size),
         ("concurrency", concurrency),
     ):
-        _check_whole(name, value)
+        check_int(name, value, minimum=1)
     _check_checkpoint(checkpoint)
     _check_methods("sink", sink, ("write", "commit"), "a Sink (RedisStreamSink)")
     _check_shard(shard)

@@ -138,10 +138,8 @@ def test_a_state_file_that_cannot_be_opened(served: Emulator, tmp_path: Path) ->
     )
 
     assert 1 == result.exit_code
-    assert [
-        f"ief-jobs: error: state file {state} cannot be opened: "
-        "No such file or directory"
-    ] == result.stderr.splitlines()
+    said = f"state file {state} cannot be opened: No such file or directory"
+    assert [f"ief-jobs: error: {said}"] == result.stderr.splitlines()
 
 
 class TestClientFromEnvironment:
