@@ -26,6 +26,7 @@ from .checkpoint import (
     SqliteCheckpoint,
 )
 from .client import IefClient, Stream
+from .codec import decoder_name
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -92,6 +93,7 @@ __all__ = [
     "TokenAuth",
     "TransportError",
     "auth_from_env",
+    "decoder_name",
 ]
 
 

@@ -45,6 +45,7 @@ from . import (
     SqliteCheckpoint,
     TokenAuth,
     auth_from_env,
+    decoder_name,
 )
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
 from .models import BatchJob
@@ -213,8 +214,21 @@ def _summary(
     console.print(_jobs_table(newest, title="The ten newest jobs"))
 
 
+def _decoder_line() -> str:
+    name = decoder_name()
+    if name == "msgspec":  # the `fast` extra's compiled path: say which build
+        from importlib.metadata import version  # noqa: PLC0415 (only when asked)
+
+        name = f"msgspec {version('msgspec')}"
+    return f"decoder: {name}"
+
+
 @click.group()
-@click.version_option(package_name="ief-jobs")
+@click.version_option(
+    package_name="ief-jobs",
+    # the decoding path is chosen once, at import: name it with the version
+    message=f"%(prog)s, version %(version)s\n{_decoder_line()}",
+)
 def main() -> None:
     """List Huawei Cloud IEF batch jobs, fast."""
 
