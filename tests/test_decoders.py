@@ -238,8 +238,9 @@ class TestOneAnswer:
         """ShowBatchJob bodies, tasks and all: the same detail or the same error."""
         detail = job_detail(generate_jobs("p", 1, seed=seed)[0])
         detail.update(changes)
-        if isinstance(detail.get("tasks"), list) and detail["tasks"]:
-            detail["tasks"][0].update(task_changes)
+        tasks = detail.get("tasks")
+        if isinstance(tasks, list) and tasks and isinstance(tasks[0], dict):
+            tasks[0].update(task_changes)
         body = _dump(detail)
 
         pure, fast = _both(

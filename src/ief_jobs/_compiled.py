@@ -38,9 +38,9 @@ __all__ = ["REFUSED", "VERSION", "decode_job_detail", "make_page_decoder"]
 
 VERSION: Final = msgspec.__version__
 
-# msgspec's own errors (ValidationError is one), its depth guard, and a str
-# body that is no UTF-8 (a lone surrogate)
-REFUSED: Final = (msgspec.DecodeError, RecursionError, UnicodeEncodeError)
+# msgspec's own errors (ValidationError is one), its depth guard, and text that
+# is no UTF-8 (a str body with a lone surrogate; a bad key, in msgspec < 0.19)
+REFUSED: Final = (msgspec.DecodeError, RecursionError, UnicodeError)
 
 _INT64: Final = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _COUNT: Final = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
