@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import msgspec
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -298,6 +299,60 @@ class TestStaysCompiled:
         time is refused, for the pure path to decide."""
         with pytest.raises(compiled.REFUSED):
             compiled.make_page_decoder(None)(body)
+
+
+class TestGenerated:
+    @pytest.mark.parametrize("plainly", [True, False], ids=["building", "init"])
+    def test_structs_and_loop_follow_the_attrs_fields(self, plainly: bool) -> None:
+        """A class with a new field, a factory default and one time gets a wire
+        struct and a loop with no edit beside the class; built either way."""
+
+        @attrs.frozen(weakref_slot=False)
+        class Wider:
+            job_id: str
+            created_at: datetime
+            status: JobStatus | str
+            extra: int
+            tags: str = attrs.Factory(lambda: "none")
+
+        building = codec._building_class(Wider) if plainly else None
+        build = compiled._jobs_builder(Wider, building)
+        wire = compiled.wire_struct(Wider)
+        structs = msgspec.json.decode(
+            b'[{"job_id": "j", "created_at": 0, "status": "Failed", "extra": 3},'
+            b' {"job_id": "k", "created_at": 60, "status": "New", "extra": 4,'
+            b' "tags": "t"}]',
+            type=list[wire],
+        )
+
+        assert (
+            Wider("j", datetime(1970, 1, 1, tzinfo=UTC), JobStatus.FAILED, 3),
+            Wider("k", datetime(1970, 1, 1, 0, 1, tzinfo=UTC), "New", 4, "t"),
+        ) == build(structs)
+        assert [Wider, Wider] == [type(r) for r in build(structs)]
+        with pytest.raises(msgspec.ValidationError, match="unknown field"):
+            msgspec.json.decode(b'{"job_id": "j", "x": 1}', type=wire)
+
+    def test_a_field_named_as_the_generated_code_is_refused(self) -> None:
+        """A field may not shadow a helper or a local of the generated loop."""
+
+        @attrs.frozen
+        class Clashing:
+            job_id: str
+            cls: str
+
+        with pytest.raises(TypeError, match=r"Clashing\.cls: name taken"):
+            compiled._jobs_builder(Clashing, None)
+
+    def test_an_unknown_field_type_fails_at_generation(self) -> None:
+        """A field type msgspec is not told how to check is refused, not skipped."""
+
+        @attrs.frozen
+        class Odd:
+            values: list[int]
+
+        with pytest.raises(TypeError, match="no compiled decoding for"):
+            compiled.wire_struct(Odd)
 
 
 class TestWhichPath:

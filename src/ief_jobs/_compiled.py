@@ -126,6 +126,30 @@ def make_page_decoder(
     return decode
 
 
+def _field_source(
+    field: attrs.Attribute[Any], value: str, namespace: dict[str, Any]
+) -> tuple[list[str], str]:
+    """``(lines before, expression)`` for one field's value, read from *value*."""
+    name, lines = field.name, []
+    default: Any = field.default
+    if default is not attrs.NOTHING:
+        # null or missing: the default stands in (a factory's made afresh)
+        lines.append(f"_{name} = {value}")
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            namespace[f"_default_{name}"] = default.factory
+            stand_in = f"_default_{name}()"
+        else:
+            namespace[f"_default_{name}"] = default
+            stand_in = f"_default_{name}"
+        value = f"_{name}"
+        lines += [f"if {value} is None:", f"    {value} = {stand_in}"]
+    if field.type in _ENUMS:  # a member where one matches, else the str
+        namespace[f"_members_{name}"] = _ENUMS[field.type].get
+        lines.append(f"_{name} = {value}")
+        value = f"_members_{name}(_{name}, _{name})"
+    return lines, value
+
+
 def _jobs_builder(
     cls: type[BatchJob], building: type | None
 ) -> Callable[[list[Any]], tuple[BatchJob, ...]]:
@@ -141,7 +165,6 @@ def _jobs_builder(
         "_cls": cls,
         "_Building": building,
         "_convert": msgspec.convert,
-        "_default_of": _default_of,
         "_DATETIMES": _DATETIMES,
         "_times_of": attrgetter(*times) if times else None,
         "_flatten": chain.from_iterable if len(times) > 1 else list,
@@ -151,46 +174,47 @@ def _jobs_builder(
         "_tuple": tuple,
         "_zip": zip,
     }
-    lines, values = [], {}
+    lines = ["_r = _Building()"] if building is not None else []
+    values = {}
+    taken = {*namespace, "s", "out", "append", "structs", "_r", "_times"}
     for field in fields:
-        name = field.name
-        if name in times:
-            values[name] = f"_t{times.index(name)}"
-            continue
-        lines.append(f"_v = s.{name}")
-        if field.type in _ENUMS:
-            namespace[f"_{name}_members"] = _ENUMS[field.type].get
-            lines.append(f"_v = _{name}_members(_v, _v)")
-        if field.default is not attrs.NOTHING:
-            # null or missing: the default stands in, a factory's made afresh
-            namespace[f"_field_{name}"] = field
-            lines += ["if _v is None:", f"    _v = _default_of(_field_{name})"]
-        lines.append(f"_{name} = _v")
-        values[name] = f"_{name}"
-    if building is not None:  # see codec._building_class
-        lines.append("_r = _Building()")
-        lines += [f"_r.{name} = {value}" for name, value in values.items()]
+        if f"_{field.name}" in taken or field.name.startswith("_t"):
+            msg = f"no compiled decoding for {cls.__name__}.{field.name}: name taken"
+            raise TypeError(msg)
+        if field.name in times:
+            before: list[str] = []
+            value = f"_t{times.index(field.name)}"
+        else:
+            before, value = _field_source(field, f"s.{field.name}", namespace)
+        if building is not None:  # see codec._building_class
+            lines += [*before, f"_r.{field.name} = {value}"]
+        else:
+            lines += before
+            values[field.alias] = value
+    if building is not None:
         lines.append("_r.__class__ = _cls")
     else:
-        arguments = ", ".join(f"{f.alias}={values[f.name]}" for f in fields)
+        arguments = ", ".join(f"{alias}={value}" for alias, value in values.items())
         lines.append(f"_r = _cls({arguments})")
     targets = "".join(f", _t{i}" for i in range(len(times)))
-    loop = f"    for s{targets} in _zip(structs{', _times' * len(times)}):\n"
+    convert = (
+        "_times = _iter(_convert(_list(_flatten(_map(_times_of, structs))),"
+        " _DATETIMES, strict=False))"
+        if times
+        else ""
+    )
     body = "\n        ".join(lines)
+    # the helpers become default arguments: local lookups in the loop
+    bound = ", ".join(f"{name}={name}" for name in namespace)
     source = (
-        "def build(structs):\n"
-        + (
-            "    _times = _iter(_convert(_list(_flatten(_map(_times_of, structs))),"
-            " _DATETIMES, strict=False))\n"
-            if times
-            else ""
-        )
-        + "    out = []\n"
-        + "    append = out.append\n"
-        + loop
-        + f"        {body}\n"
-        + "        append(_r)\n"
-        + "    return _tuple(out)\n"
+        f"def build(structs, *, {bound}):\n"
+        f"    {convert}\n"
+        "    out = []\n"
+        "    append = out.append\n"
+        f"    for s{targets} in _zip(structs{', _times' * len(times)}):\n"
+        f"        {body}\n"
+        "        append(_r)\n"
+        "    return _tuple(out)\n"
     )
     code = compile(source, f"<ief_jobs compiled build {cls.__name__}>", "exec")
     exec(code, namespace)  # noqa: S102 (our own source, built from attrs fields)
