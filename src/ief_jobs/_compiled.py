@@ -12,7 +12,7 @@ It refuses, to stay exactly the pure path's equal:
 * any field this version does not know, on a page or a record: msgspec skips
   unknown values without checking them as orjson does (a number too large for a
   double, nesting past orjson's depth limit), so it does not skip them at all;
-* integers outside int64 (orjson takes up to uint64, or refuses);
+* integers outside int64 (orjson reads up to uint64 as ints, larger as floats);
 * times that are not integer seconds in the years 1 to 9999 (a float's
   microseconds may round differently).
 
