@@ -245,8 +245,14 @@ OURS = ("ief-jobs fast", "ief-jobs pure")
 
 
 def _strategies(skip: set[str]) -> dict[str, Strategy]:
-    chosen = {s: run for s, run in STRATEGIES.items() if s not in skip}
-    fast = chosen.pop("ief-jobs")
+    # ours and raw always run: the ratios are theirs
+    chosen = {
+        s: run
+        for s, run in STRATEGIES.items()
+        if s not in skip or s == "raw"
+        if s != "ief-jobs"
+    }
+    fast = STRATEGIES["ief-jobs"]
     if decoder_name() != "pure":
         chosen["ief-jobs fast"] = fast
     else:
