@@ -1,7 +1,7 @@
 """
-List the same emulated data four ways, in one run, and print our ratio to each.
+List the same emulated data several ways, in one run, and print our ratio to each.
 
-    python benchmarks/bench_listing.py [--repeats 5] [--scenario many|one|pages|all]
+    python benchmarks/bench_listing.py [--repeats 7] [--scenario many|one|pages|all]
         [--skip naive,sdk] [--chart benchmarks/listing.png]
 
 Scenarios: ``many`` (20 projects x 5,000 jobs, 20 ms a request: latency-bound),
@@ -9,7 +9,10 @@ Scenarios: ``many`` (20 projects x 5,000 jobs, 20 ms a request: latency-bound),
 1 ms: 2,000 requests, the cost of a request).
 
 The emulator runs in a child process (a real server is remote: its CPU is not the
-client's). Per scenario, interleaved repeats of each strategy, medians printed:
+client's). Per scenario, every repeat runs each strategy once, back to back, every
+other repeat in reverse order; the figure is the median over repeats of our time
+over the baseline's *in the same repeat*, printed with its spread, for wall and
+CPU seconds (``_paired.py``):
 
 * naive: one aiohttp session, one page after another, project after project,
   ``json.loads`` into dicts;
@@ -21,7 +24,9 @@ client's). Per scenario, interleaved repeats of each strategy, medians printed:
   with the same number of requests outstanding; for one project its sync client,
   page after page. It signs with AK/SK, so it gets placeholder keys and the
   emulator's token through ``add_header``. Skipped, with a note, when not installed;
-* ief-jobs: ``iter_jobs_many`` (or ``iter_jobs`` for one project) into `BatchJob`s.
+* ief-jobs fast: ``iter_jobs_many`` (or ``iter_jobs`` for one project) into
+  `BatchJob`s, decoded on the compiled path (the ``fast`` extra);
+* ief-jobs pure: the same on the pure decoding path.
 
 Each strategy is checked to return every record exactly once.
 """
@@ -31,9 +36,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -45,8 +50,9 @@ from typing import Any
 import aiohttp
 import attrs
 import orjson
+from _paired import Timings, interleaved, machine, pure_path
 
-from ief_jobs import BatchJob, IefClient, JobStatus, JobType, TokenAuth
+from ief_jobs import BatchJob, IefClient, JobStatus, JobType, TokenAuth, decoder_name
 from ief_jobs.emulator import generate_jobs
 
 CONCURRENCY = 32
@@ -234,6 +240,30 @@ STRATEGIES: dict[str, Strategy] = {
     "sdk": official_sdk,
     "ief-jobs": _sync(ours),
 }
+# ours on each decoding path, paired with raw aiohttp+orjson (the limit)
+OURS = ("ief-jobs fast", "ief-jobs pure")
+
+
+def _strategies(skip: set[str]) -> dict[str, Strategy]:
+    # ours and raw always run: the ratios are theirs
+    chosen = {
+        s: run
+        for s, run in STRATEGIES.items()
+        if s not in skip or s == "raw"
+        if s != "ief-jobs"
+    }
+    fast = STRATEGIES["ief-jobs"]
+    if decoder_name() != "pure":
+        chosen["ief-jobs fast"] = fast
+    else:
+        print("msgspec: not installed (pip install -e '.[fast]'), pure path only")
+
+    def on_pure_path(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+        with pure_path():
+            return fast(info, page_size)
+
+    chosen["ief-jobs pure"] = on_pure_path
+    return chosen
 
 
 def _build_records_seconds(records: int) -> float:
@@ -260,12 +290,11 @@ def _build_records_seconds(records: int) -> float:
 
 @attrs.frozen
 class Result:
-    """One scenario's medians, per strategy."""
+    """One scenario's timings per strategy, and what each strategy sent."""
 
     scenario: str
     records: int
-    wall: dict[str, float]
-    cpu: dict[str, float]
+    timings: Timings
     requests: dict[str, int]
     floor: float  # raw's wall time plus building the records: what no client beats
 
@@ -274,61 +303,70 @@ def run_scenario(name: str, repeats: int, *, skip: set[str]) -> Result:
     spec = SCENARIOS[name]
     child, info = _start_emulator(spec["projects"], spec["jobs"], spec["latency"])
     expected = spec["projects"] * spec["jobs"]
-    strategies = {s: run for s, run in STRATEGIES.items() if s not in skip}
-    wall: dict[str, list[float]] = {s: [] for s in strategies}
-    cpu: dict[str, list[float]] = {s: [] for s in strategies}
-    build: list[float] = []
+    strategies = _strategies(skip)
     requests: dict[str, int] = {}
+
+    def check(strategy: str, results: list[tuple[int, int]]) -> None:
+        [(records, sent)] = results
+        if records != expected or sent < 0:
+            raise SystemExit(f"{strategy}: {records} records, not {expected} once each")
+        requests[strategy] = sent
+
     try:
-        for round_ in range(repeats):
-            # interleaved repeats, every other round in reverse: a strategy that
-            # always ran first (or right after another) would meet the same
-            # moment of a noisy machine, or a warmer emulator, each time
-            order = list(strategies.items())
-            for strategy, run in order if round_ % 2 == 0 else reversed(order):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                records, sent = run(info, spec["page_size"])
-                wall[strategy].append(time.perf_counter() - started)
-                cpu[strategy].append(time.process_time() - cpu_started)
-                if records != expected or sent < 0:
-                    raise SystemExit(
-                        f"{strategy}: {records} records, not {expected} once each"
-                    )
-                requests[strategy] = sent
-            build.append(_build_records_seconds(expected))
+        # interleaved repeats, every other round in reverse: a strategy that
+        # always ran first (or right after another) would meet the same
+        # moment of a noisy machine, or a warmer emulator, each time
+        timings = interleaved(
+            repeats,
+            {
+                s: functools.partial(_once, run, info, spec["page_size"])
+                for s, run in strategies.items()
+            },
+            check=check,
+        )
     finally:
         child.terminate()
         child.wait()
+    build = statistics.median(_build_records_seconds(expected) for _ in range(3))
     result = Result(
         scenario=name,
         records=expected,
-        wall={s: statistics.median(v) for s, v in wall.items()},
-        cpu={s: statistics.median(v) for s, v in cpu.items()},
+        timings=timings,
         requests=requests,
-        floor=statistics.median(wall["raw"]) + statistics.median(build),
+        floor=timings.median_wall("raw") + build,
     )
-    _print(result, spec, repeats, build=statistics.median(build))
+    _print(result, spec, repeats, build=build)
     return result
 
 
+def _once(
+    run: Strategy, info: dict[str, Any], page_size: int, _: int
+) -> tuple[int, int]:
+    return run(info, page_size)
+
+
 def _print(result: Result, spec: dict[str, Any], repeats: int, *, build: float) -> None:
+    timings = result.timings
     print(
         f"\n{result.scenario}: {spec['projects']} project(s) x {spec['jobs']:,} jobs, "
         f"page size {spec['page_size']}, {spec['latency'] * 1000:.0f} ms latency, "
-        f"{CONCURRENCY} in flight; medians of {repeats}"
+        f"{CONCURRENCY} in flight; medians of {repeats} interleaved repeats"
     )
     header = ("strategy", "wall s", "cpu s", "requests", "records/s")
-    print("  {:10} {:>8} {:>8} {:>9} {:>11}".format(*header))
-    for strategy, seconds in result.wall.items():
+    print("  {:14} {:>8} {:>8} {:>9} {:>11}".format(*header))
+    for strategy in timings.wall:
+        seconds = timings.median_wall(strategy)
         print(
-            f"  {strategy:10} {seconds:8.3f} {result.cpu[strategy]:8.3f} "
+            f"  {strategy:14} {seconds:8.3f} {timings.median_cpu(strategy):8.3f} "
             f"{result.requests[strategy]:9d} {result.records / seconds:11,.0f}"
         )
-    ours = result.wall["ief-jobs"]
-    for baseline in (s for s in result.wall if s != "ief-jobs"):
-        print(f"  ief-jobs / {baseline}: {ours / result.wall[baseline]:.2f}x")
+    print("  paired ratios, median (lowest-highest):")
+    for ours in (s for s in OURS if s in timings.wall):
+        for baseline in (s for s in timings.wall if s not in OURS):
+            print(f"  {ours} / {baseline}: {timings.paired(ours, baseline)}")
+    ours = timings.median_wall(next(s for s in OURS if s in timings.wall))
     print(
-        f"  physical floor: raw {result.wall['raw']:.3f} s + building "
+        f"  physical floor: raw {timings.median_wall('raw'):.3f} s + building "
         f"{result.records:,} frozen records {build:.3f} s = {result.floor:.3f} s; "
         f"ief-jobs / floor: {ours / result.floor:.2f}x"
     )
@@ -340,34 +378,63 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
+_COLORS = {"ief-jobs fast": "#d62728", "ief-jobs pure": "#ff9896"}
+
+
 def _chart(results: list[Result], path: str) -> None:
-    """Records per second, one panel per scenario, a bar per strategy."""
+    """Records per second, one panel per scenario, a bar per strategy, the spread."""
     import matplotlib as mpl  # noqa: PLC0415 (extra "bench")
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     figure, panels = plt.subplots(
-        len(results), 1, figsize=(7.5, 1.1 + 1.15 * len(results)), squeeze=False
+        len(results), 1, figsize=(7.5, 1.3 + 1.35 * len(results)), squeeze=False
     )
     for panel, result in zip(panels[:, 0], results, strict=True):
-        names = list(result.wall)
-        rates = [result.records / result.wall[name] for name in names]
-        colors = ["#d62728" if name == "ief-jobs" else "#7f7f7f" for name in names]
-        bars = panel.barh(names, rates, color=colors)
-        panel.bar_label(bars, labels=[f" {rate:,.0f}/s" for rate in rates], fontsize=8)
+        timings = result.timings
+        names = list(timings.wall)
+        rates = [result.records / timings.median_wall(name) for name in names]
+        # the spread: the slowest and the fastest repeat
+        low = [
+            r - result.records / max(timings.wall[n])
+            for r, n in zip(rates, names, strict=True)
+        ]
+        high = [
+            result.records / min(timings.wall[n]) - r
+            for r, n in zip(rates, names, strict=True)
+        ]
+        colors = [_COLORS.get(name, "#7f7f7f") for name in names]
+        bars = panel.barh(names, rates, color=colors, xerr=[low, high], capsize=2)
+        panel.bar_label(
+            bars,
+            labels=[f"{rate:,.0f}/s" for rate in rates],
+            label_type="center",
+            fontsize=8,
+            color="white",
+        )
+        pairs = ", ".join(
+            f"{ours} / raw {statistics.median(timings.ratios(ours, 'raw')):.2f}x"
+            for ours in OURS
+            if ours in timings.wall
+        )
         panel.set_title(
-            f"{result.scenario}: {result.records:,} records", fontsize=9, loc="left"
+            f"{result.scenario}: {result.records:,} records ({pairs})",
+            fontsize=9,
+            loc="left",
         )
         panel.invert_yaxis()
-        panel.set_xlim(0, max(rates) * 1.25)
+        panel.set_xlim(0, max(r + h for r, h in zip(rates, high, strict=True)) * 1.05)
         panel.tick_params(labelsize=8)
         panel.xaxis.set_major_formatter(
             mpl.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}")
         )
+    repeats = len(next(iter(results[0].timings.wall.values())))
     figure.suptitle(
-        f"Records per second from the emulator (higher is better), {_today()}",
-        fontsize=10,
+        f"Records per second from the emulator (higher is better), {_today()}\n"
+        f"{machine()}; medians of {repeats} interleaved repeats, "
+        "whiskers: slowest to fastest",
+        fontsize=9,
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -376,7 +443,7 @@ def _chart(results: list[Result], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--scenario", choices=[*SCENARIOS, "all"], action="append", default=None
     )
@@ -395,7 +462,7 @@ def main() -> None:
     if not _sdk_installed():
         skip.add("sdk")
         print("official SDK: not installed (pip install -e '.[bench]'), left out")
-    print(f"{_today()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{_today()}, {machine()}, decoder {decoder_name()}")
     results = [run_scenario(name, args.repeats, skip=skip) for name in names]
     if args.chart:
         _chart(results, args.chart)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _decoders import _decoder  # noqa: F401 (autouse: every test, both paths)
 from _support import EXAMPLE, wire_jobs
 from ief_jobs import BatchJob, DecodeError, JobPage, JobStatus, JobType, codec
 from ief_jobs.codec import decode_page

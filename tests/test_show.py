@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
+from _decoders import _decoder  # noqa: F401 (autouse: every test, both paths)
 from _support import ENDPOINT, PROJECT, TOKEN
 from ief_jobs import (
     AuthenticationError,

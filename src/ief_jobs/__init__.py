@@ -28,6 +28,7 @@ from .checkpoint import (
     SqliteCheckpoint,
 )
 from .client import IefClient, Stream
+from .codec import decoder_name
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -101,6 +102,7 @@ __all__ = [
     "TransportError",
     "WatchHealth",
     "auth_from_env",
+    "decoder_name",
 ]
 
 

@@ -56,6 +56,7 @@ from . import (
     Stream,
     TokenAuth,
     WatchHealth,
+    decoder_name,
 )
 from ._checks import MAX_PAGE_SIZE, check_job_id, check_project_id
 from ._daemon import configure_logging, metrics_reader, serve
@@ -338,8 +339,21 @@ def _summary(
     console.print(_jobs_table(newest, title="The ten newest jobs", width=console.width))
 
 
+def _decoder_line() -> str:
+    name = decoder_name()
+    if name == "msgspec":  # the `fast` extra's compiled path: say which build
+        from importlib.metadata import version  # noqa: PLC0415 (only when asked)
+
+        name = f"msgspec {version('msgspec')}"
+    return f"decoder: {name}"
+
+
 @click.group(cls=_Main)
-@click.version_option(package_name="ief-jobs")
+@click.version_option(
+    package_name="ief-jobs",
+    # the decoding path is chosen once, at import: name it with the version
+    message=f"%(prog)s, version %(version)s\n{_decoder_line()}",
+)
 def main() -> None:
     """List Huawei Cloud IEF batch jobs, fast."""
 

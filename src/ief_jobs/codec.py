@@ -5,13 +5,21 @@ The converter is built once, at import; cattrs generates each class's structure
 function once, not per record. That keeps decoding, the one CPU cost of a listing,
 within a small factor of ``orjson.loads`` into plain dicts
 (``benchmarks/bench_decode.py``).
+
+With the ``fast`` extra (msgspec) a compiled path (`ief_jobs._compiled`) decodes
+each body first, into the same records; whatever it refuses is decoded here, so
+this pure path stays the reference and the source of every error message.
+``IEF_JOBS_DECODER=pure`` in the environment, read at import, forces the pure
+path; `decoder_name` says which one is active.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
+from types import ModuleType
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -34,7 +42,7 @@ from .models import (
     JobType,
 )
 
-__all__ = ["decode_job_detail", "decode_page", "make_converter"]
+__all__ = ["decode_job_detail", "decode_page", "decoder_name", "make_converter"]
 
 T = TypeVar("T")
 
@@ -417,6 +425,10 @@ def decode_page(
     """
     Decode one response body of the list call into a `JobPage`.
 
+    The compiled path, where active (`decoder_name`), decodes it first; a body it
+    refuses is decoded by the pure path, which gives the same records or the
+    error.
+
     Example::
 
         page = decode_page(b'{"job_count": 0, "jobs": []}', project_id="p1", offset=0)
@@ -426,6 +438,14 @@ def decode_page(
         DecodeError: The body is not JSON, or not the documented shape; its
             *problems* name each bad place by path (``$.jobs[3].created_at``).
     """
+    compiled = _compiled
+    if compiled is not None:
+        try:
+            count, jobs = _decode_compiled_page(body)
+        except compiled.REFUSED:
+            pass
+        else:
+            return _page(count, jobs, project_id, offset, request_id)
     data = _json_object(body)
     if isinstance(data, str):
         raise DecodeError(
@@ -451,6 +471,16 @@ def decode_page(
             offset=offset,
             request_id=request_id,
         ) from None
+    return _page(count, jobs, project_id, offset, request_id)
+
+
+def _page(
+    count: int,
+    jobs: tuple[BatchJob, ...] | None,
+    project_id: str,
+    offset: int,
+    request_id: str | None,
+) -> JobPage:
     if jobs is None:
         # Go writes an empty slice as null (or leaves it out): an empty page
         # where no record is due; where records are due the answer was cut
@@ -542,6 +572,12 @@ def decode_job_detail(
             answer="job detail",
         )
 
+    compiled = _compiled
+    if compiled is not None:
+        try:
+            return compiled.decode_job_detail(body)  # type: ignore[no-any-return]
+        except compiled.REFUSED:
+            pass
     data = _json_object(body)
     if isinstance(data, str):
         raise error(data)
@@ -550,3 +586,50 @@ def decode_job_detail(
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise error(*cattrs.transform_error(exc, format_exception=_describe)) from None
     return detail
+
+
+# -- which path decodes ------------------------------------------------------
+
+DECODER_ENV: Final = "IEF_JOBS_DECODER"
+
+
+def _load_compiled(choice: str | None) -> ModuleType | None:
+    """The compiled path's module, or None: forced pure, or msgspec missing."""
+    if choice == "pure":
+        return None
+    try:
+        from . import _compiled as compiled  # noqa: PLC0415 (the `fast` extra)
+    except ImportError:
+        return None
+    return compiled
+
+
+def _use(compiled: ModuleType | None) -> None:
+    """Make *compiled* (None: the pure path) the active path; for tests, benchmarks."""
+    global _compiled, _decode_compiled_page  # noqa: PLW0603 (one switch, here)
+    _compiled = compiled
+    _decode_compiled_page = (
+        None if compiled is None else compiled.make_page_decoder(_BUILDING_JOB)
+    )
+
+
+def decoder_name() -> str:
+    """
+    Which path decodes bodies: ``"msgspec"`` (the ``fast`` extra) or ``"pure"``.
+
+    The compiled path is taken wherever msgspec is installed, unless the
+    environment says ``IEF_JOBS_DECODER=pure`` when ief_jobs is imported; either
+    way the records and errors are the same.
+
+    Example::
+
+        import ief_jobs
+        print(ief_jobs.decoder_name())  # "msgspec" after pip install "ief-jobs[fast]"
+    """
+    return "pure" if _compiled is None else "msgspec"
+
+
+_BUILDING_JOB: Final = _building_class(BatchJob)
+_compiled: ModuleType | None = None
+_decode_compiled_page: Any = None
+_use(_load_compiled(os.environ.get(DECODER_ENV)))
