@@ -16,8 +16,8 @@ headers) is built once per walk, not per request.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import aiohttp
 import orjson
@@ -38,6 +38,9 @@ from .errors import (
 )
 from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
+
+if TYPE_CHECKING:  # the walks' type of what this builds; no import at run time
+    from .listing import FetchPage
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
 
@@ -161,7 +164,7 @@ class Transport:
 
     def page_fetcher(
         self, project_id: str, query: ListQuery, call: Call | None = None
-    ) -> Callable[[int, int], Awaitable[JobPage]]:
+    ) -> FetchPage:
         """
         ``fetch(offset, limit) -> JobPage`` for one project and query, its
         requests traced under *call* (with telemetry on).
