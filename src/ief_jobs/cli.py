@@ -51,10 +51,10 @@ from . import (
 )
 from ._daemon import configure_logging, metrics_reader, serve
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
+from .forms import job_fields as _job_fields
 from .models import BatchJob
 from .models import Progress as ListingProgress
 from .sink import event_json as _event_json
-from .sink import job_fields as _job_fields
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader

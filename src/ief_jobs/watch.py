@@ -104,7 +104,7 @@ from collections.abc import (
 )
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol
 
 import attrs
 import orjson
@@ -112,8 +112,9 @@ import orjson
 from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import AuthenticationError, IefError, NotFoundError, StateError
+from .forms import pack_job, unpack_job
 from .listing import Boundary, read_stride, reads_down_to
-from .models import BatchJob, JobPage, JobStatus, JobType
+from .models import BatchJob, JobPage, JobStatus
 
 __all__ = [
     "DEFAULT_RECONCILE_EVERY",
@@ -254,50 +255,9 @@ def shard_of(project_id: str, count: int) -> int:
 # -- records as a checkpoint stores them -----------------------------------------
 
 
-E = TypeVar("E", bound=enum.StrEnum)
-
-
-def _enum_or_str(kind: type[E], value: str) -> E | str:
-    try:
-        return kind(value)
-    except ValueError:
-        return value  # a value this version does not know stays a string
-
-
-def _pack_job(job: BatchJob) -> list[object]:
-    return [
-        job.job_id,
-        job.job_name,
-        str(job.job_type),
-        job.created_at.timestamp(),
-        str(job.status),
-        job.task_total_count,
-        job.task_success_count,
-        job.task_failed_count,
-        job.status_last_updated_at.timestamp(),
-        job.description,
-    ]
-
-
-def _unpack_job(fields: list[object]) -> BatchJob:
-    (jid, name, job_type, created, status, total, ok, failed, moved, text) = fields
-    return BatchJob(
-        job_id=str(jid),
-        job_name=str(name),
-        job_type=_enum_or_str(JobType, str(job_type)),
-        created_at=datetime.fromtimestamp(float(str(created)), UTC),
-        status=_enum_or_str(JobStatus, str(status)),
-        task_total_count=int(str(total)),
-        task_success_count=int(str(ok)),
-        task_failed_count=int(str(failed)),
-        status_last_updated_at=datetime.fromtimestamp(float(str(moved)), UTC),
-        description=str(text),
-    )
-
-
 def _encode_known(job: BatchJob, *, followed: bool, occurrence: int = 0) -> bytes:
     extra = [occurrence] if occurrence else []  # the first layout had none
-    return orjson.dumps([*_pack_job(job), followed, *extra])
+    return orjson.dumps([*pack_job(job), followed, *extra])
 
 
 def _encode_gone(occurrence: int) -> bytes:
@@ -312,7 +272,7 @@ def _decode_known(blob: bytes) -> tuple[BatchJob, bool, int] | int:
         return int(record["gone"])
     *fields, followed = record[:11]
     occurrence = int(record[11]) if len(record) > 11 else 0  # noqa: PLR2004
-    return _unpack_job(fields), bool(followed), occurrence
+    return unpack_job(fields), bool(followed), occurrence
 
 
 _TOMBSTONES: Final = 10_000  # per project: a job that comes back after more is new
@@ -324,8 +284,8 @@ def _encode_event(event: JobEvent) -> bytes:
             "kind": event.kind.value,
             "id": event.event_id,
             "at": event.observed_at.timestamp(),
-            "job": None if event.job is None else _pack_job(event.job),
-            "previous": None if event.previous is None else _pack_job(event.previous),
+            "job": None if event.job is None else pack_job(event.job),
+            "previous": None if event.previous is None else pack_job(event.previous),
         }
     )
 
@@ -335,8 +295,8 @@ def _decode_event(project_id: str, blob: bytes) -> JobEvent:
     return JobEvent(
         kind=JobEventKind(data["kind"]),
         project_id=project_id,
-        job=None if data["job"] is None else _unpack_job(data["job"]),
-        previous=None if data["previous"] is None else _unpack_job(data["previous"]),
+        job=None if data["job"] is None else unpack_job(data["job"]),
+        previous=None if data["previous"] is None else unpack_job(data["previous"]),
         observed_at=datetime.fromtimestamp(data["at"], UTC),
         event_id=data["id"],
     )
