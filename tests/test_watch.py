@@ -488,6 +488,33 @@ class TestIncrementalPolls:
         assert [(0, 10), (9, 10)] == project.reads[:2]
         assert 2 == project.lists
 
+    async def test_jobs_of_one_created_at_that_keep_their_places_cost_nothing(
+        self,
+    ) -> None:
+        """Three jobs share a created_at across the boundary of the poll's two
+        reads and keep their order: the poll reads two pages as ever, with no
+        re-list, and tells the new one."""
+        tie = _T0 + timedelta(seconds=21)
+        project = Project(
+            [
+                *_many(21, unfinished=[15]),
+                attrs.evolve(_job(100), job_id="t-a", created_at=tie),
+                attrs.evolve(_job(101), job_id="t-b", created_at=tie),
+                *(_job(i, JobStatus.SUCCESSFUL) for i in range(22, 30)),
+            ]
+        )
+        stream = project.watch()
+        async with contextlib.aclosing(stream):
+            task = asyncio.ensure_future(anext(stream))
+            await project.polled(1)
+            project.jobs["t-c"] = attrs.evolve(_job(102), job_id="t-c", created_at=tie)
+            project.go()
+            event = await task
+
+        assert ("created", "t-c") == (event.kind.value, event.job and event.job.job_id)
+        assert [(0, 10), (9, 10)] == project.reads
+        assert 1 == project.lists
+
     async def test_polls_in_flight_are_bounded(self) -> None:
         """A thousand projects, concurrency 4: never more than 4 polls at once."""
         in_flight, most = 0, 0

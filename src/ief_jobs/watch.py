@@ -113,7 +113,7 @@ from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import AuthenticationError, IefError, NotFoundError, StateError
 from .forms import pack_job, unpack_job
-from .listing import Boundary, read_stride, reads_down_to
+from .listing import Boundary, Fresh, read_stride, reads_down_to
 from .models import BatchJob, JobPage, JobStatus
 
 __all__ = [
@@ -544,9 +544,9 @@ class _HeadReads:
     A read after one of two records or more starts at that read's last record,
     and the listing's `Boundary` checks the two reads against each other: the
     last record must be there (a deletion balanced by a creation leaves the
-    count as it was), and no jobs of one created_at may straddle the boundary
-    (they may swap places between the reads and one slip past). ``job_count``
-    must not move between the reads either.
+    count as it was), and jobs of one created_at that straddle the boundary
+    must have kept their places (they may swap between the reads and one slip
+    past, `_tie_kept`). ``job_count`` must not move between the reads either.
     """
 
     __slots__ = ("boundary", "count", "keep", "last_read", "offset")
@@ -572,11 +572,10 @@ class _HeadReads:
         past = jobs[1] if len(jobs) > 1 and jobs[0].job_id == last else None
         boundary.note_past(self.last_read, past)
         fresh = boundary.check(jobs)
-        return (
-            fresh is None
-            or boundary.last_index is None
-            or boundary.split_tie is not None
-        )
+        if fresh is None or boundary.last_index is None:
+            return True
+        tie = boundary.split_tie
+        return tie is not None and not _tie_kept(jobs, fresh, boundary.last_index, tie)
 
     def read(self, jobs: tuple[BatchJob, ...]) -> None:
         """Note *jobs*, just read: where the next read starts and what it checks."""
@@ -589,6 +588,22 @@ class _HeadReads:
             self.boundary.last = jobs[-1]
         self.boundary.yielded(jobs)
         self.last_read = jobs
+
+
+def _tie_kept(
+    jobs: tuple[BatchJob, ...], fresh: Fresh, last_index: int, tie: datetime
+) -> bool:
+    """
+    Whether the jobs created at *tie*, which the boundary before *jobs*
+    splits, kept their places between the two reads: *jobs* starts with the
+    last record read, brings only records not read before after it, and ends
+    past the tie. A job that slipped before the boundary pushes one read
+    before past it, where *jobs* would hold it; so a tie costs nothing more
+    unless it moved.
+    """
+    return (
+        last_index == 0 and len(fresh) == len(jobs) - 1 and jobs[-1].created_at != tie
+    )
 
 
 class _Reader:
