@@ -5,6 +5,7 @@ import contextlib
 import math
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ief_jobs
 from ief_jobs import (
     BatchJob,
     JobPage,
@@ -383,3 +385,15 @@ class TestDrift:
         assert len(ids) == len(set(ids))
         survivors = {j.job_id for j in server.jobs}
         assert survivors <= set(ids)
+
+
+def test_the_fetch_type_is_written_once() -> None:
+    """``listing.FetchPage`` is the one spelling of the fetch callable's type."""
+    src = Path(ief_jobs.__file__).parent
+    spelled = [
+        path.relative_to(src).as_posix()
+        for path in sorted(src.rglob("*.py"))
+        if "Callable[[int, int]" in path.read_text()
+    ]
+
+    assert ["listing/driver.py"] == spelled

@@ -442,6 +442,79 @@ class TestIncrementalPolls:
         } == {(e.kind.value, e.job and e.job.job_id) for e in got}
         assert 2 == project.lists
 
+    async def test_jobs_of_one_created_at_swapping_at_a_boundary_re_list(
+        self,
+    ) -> None:
+        """Three jobs share a created_at across the boundary of the poll's two
+        reads and swap places between them: the second read still holds the
+        last record of the first, but a new one slipped past, and the count
+        hides it (a deep job went meanwhile). The boundary check sees the
+        straddling tie and the project is re-listed: nothing is missed."""
+        tie = _T0 + timedelta(seconds=21)
+        project = Project(
+            [
+                *_many(21, unfinished=[15]),
+                attrs.evolve(_job(100), job_id="t-a", created_at=tie),
+                attrs.evolve(_job(101), job_id="t-b", created_at=tie),
+                *(_job(i, JobStatus.SUCCESSFUL) for i in range(22, 30)),
+            ]
+        )
+        reads = project.read_page
+
+        async def read_page(project_id: str, offset: int, limit: int) -> JobPage:
+            page = await reads(project_id, offset, limit)
+            if project.sleeps == 1 and offset > 0:  # the poll's second read
+                listing = project.listing()
+                group = [j for j in listing if j.created_at == tie]
+                # the server's order of equal created_at changed: c, a, b
+                swapped = [group[2], group[0], group[1]]
+                at = listing.index(group[0])
+                listing[at : at + 3] = swapped
+                page = attrs.evolve(page, jobs=tuple(listing[offset:][:limit]))
+            return page
+
+        stream = project.watch(read_page=read_page)
+        async with contextlib.aclosing(stream):
+            task = asyncio.ensure_future(anext(stream))
+            await project.polled(1)
+            project.jobs["t-c"] = attrs.evolve(_job(102), job_id="t-c", created_at=tie)
+            del project.jobs["job-0"]  # unseen: the count stays as it was
+            project.go()
+            got = [await task, await anext(stream)]
+
+        assert [("created", "t-c"), ("deleted", "job-0")] == [
+            (e.kind.value, e.job and e.job.job_id) for e in got
+        ]
+        assert [(0, 10), (9, 10)] == project.reads[:2]
+        assert 2 == project.lists
+
+    async def test_jobs_of_one_created_at_that_keep_their_places_cost_nothing(
+        self,
+    ) -> None:
+        """Three jobs share a created_at across the boundary of the poll's two
+        reads and keep their order: the poll reads two pages as ever, with no
+        re-list, and tells the new one."""
+        tie = _T0 + timedelta(seconds=21)
+        project = Project(
+            [
+                *_many(21, unfinished=[15]),
+                attrs.evolve(_job(100), job_id="t-a", created_at=tie),
+                attrs.evolve(_job(101), job_id="t-b", created_at=tie),
+                *(_job(i, JobStatus.SUCCESSFUL) for i in range(22, 30)),
+            ]
+        )
+        stream = project.watch()
+        async with contextlib.aclosing(stream):
+            task = asyncio.ensure_future(anext(stream))
+            await project.polled(1)
+            project.jobs["t-c"] = attrs.evolve(_job(102), job_id="t-c", created_at=tie)
+            project.go()
+            event = await task
+
+        assert ("created", "t-c") == (event.kind.value, event.job and event.job.job_id)
+        assert [(0, 10), (9, 10)] == project.reads
+        assert 1 == project.lists
+
     async def test_polls_in_flight_are_bounded(self) -> None:
         """A thousand projects, concurrency 4: never more than 4 polls at once."""
         in_flight, most = 0, 0

@@ -62,10 +62,10 @@ from ._checks import MAX_PAGE_SIZE, check_job_id, check_project_id
 from ._daemon import configure_logging, metrics_reader, serve
 from ._state_location import parse_state_location
 from .emulator import DEFAULT_STRAGGLERS, Emulator, Faults
+from .forms import job_fields as _job_fields
 from .models import BatchJob
 from .models import Progress as ListingProgress
 from .sink import event_json as _event_json
-from .sink import job_fields as _job_fields
 from .watch import shard_of
 
 if TYPE_CHECKING:

@@ -58,7 +58,7 @@ from .auth import Auth, auth_from_env
 from .checkpoint import Checkpoint
 from .errors import DecodeError, NotFoundError
 from .fanout import merge_walks
-from .listing import PageBudget, walk_pages
+from .listing import FetchPage, PageBudget, walk_pages
 from .models import (
     BatchJob,
     BatchJobDetail,
@@ -720,7 +720,7 @@ class IefClient(AsyncClosing):
         query = self._query(
             job_type=job_type, instance_id=instance_id, sort=SortOrder.CREATED_AT_DESC
         )
-        fetchers: dict[str, Callable[[int, int], Awaitable[JobPage]]] = {}
+        fetchers: dict[str, FetchPage] = {}
 
         async def read_page(project_id: str, offset: int, limit: int) -> JobPage:
             fetch = fetchers.get(project_id)

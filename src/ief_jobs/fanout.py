@@ -32,11 +32,13 @@ class _Finished:
 
 
 _Queue = asyncio.Queue[JobPage | _Finished]
+Walk = Callable[[str], AsyncGenerator[JobPage, None]]
+"""``walk(project_id)``: one project's pages in order (`listing.walk_pages`)."""
 
 
 async def merge_walks(
     project_ids: Sequence[str],
-    walk: Callable[[str], AsyncGenerator[JobPage, None]],
+    walk: Walk,
     *,
     collect_errors: bool = False,
     buffer: int = 32,
@@ -81,7 +83,7 @@ async def merge_walks(
 
 async def _run_all(
     project_ids: Sequence[str],
-    walk: Callable[[str], AsyncGenerator[JobPage, None]],
+    walk: Walk,
     queue: _Queue,
     active: int,
 ) -> None:
@@ -99,7 +101,7 @@ async def _run_all(
 
 async def _run_one(
     project_id: str,
-    walk: Callable[[str], AsyncGenerator[JobPage, None]],
+    walk: Walk,
     queue: _Queue,
 ) -> None:
     """Hand one project's pages to *queue*, then how the walk ended."""

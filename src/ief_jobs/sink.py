@@ -27,32 +27,15 @@ import orjson
 
 from ._closing import AsyncClosing
 from .checkpoint import Checkpoint, ProjectChanges, RedisCheckpoint
-from .models import BatchJob
+from .forms import job_fields
 from .watch import JobEvent
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisStreamSink", "event_json", "job_fields"]
+__all__ = ["RedisStreamSink", "event_json"]
 
 DEFAULT_WINDOW: Final = 100_000  # event ids remembered: days of a busy account
-
-
-def job_fields(project_id: str, job: BatchJob) -> dict[str, object]:
-    """A job as the CLI's JSON and the stream's entries give it."""
-    return {
-        "project_id": project_id,
-        "job_id": job.job_id,
-        "job_name": job.job_name,
-        "job_type": str(job.job_type),
-        "created_at": job.created_at.isoformat(),
-        "status": str(job.status),
-        "task_total_count": job.task_total_count,
-        "task_success_count": job.task_success_count,
-        "task_failed_count": job.task_failed_count,
-        "status_last_updated_at": job.status_last_updated_at.isoformat(),
-        "description": job.description,
-    }
 
 
 def event_json(event: JobEvent) -> bytes:

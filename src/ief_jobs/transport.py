@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import aiohttp
 import orjson
@@ -40,6 +40,9 @@ from .errors import (
 )
 from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
+
+if TYPE_CHECKING:  # the walks' type of what this builds; no import at run time
+    from .listing import FetchPage
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
 
@@ -169,7 +172,7 @@ class Transport:
 
     def page_fetcher(
         self, project_id: str, query: ListQuery, call: Call | None = None
-    ) -> Callable[[int, int], Awaitable[JobPage]]:
+    ) -> FetchPage:
         """
         ``fetch(offset, limit) -> JobPage`` for one project and query, its
         requests traced under *call* (with telemetry on).

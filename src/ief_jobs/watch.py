@@ -16,9 +16,11 @@ A poll costs what changed, not what exists:
   deeper than that (a straggler) is refreshed on its own (*show_job*) when that
   costs fewer requests than reading down to it. Finished jobs never change, so
   they are not read again.
-* Pages overlap by one record: if a page does not hold the last record of the
-  one before, or ``job_count`` moved between the poll's pages, jobs came or went
-  while it read, and the poll re-lists the project whole instead.
+* Pages overlap by one record, and the listing's boundary check
+  (`ief_jobs.listing.Boundary`) holds each page against the one before: if it
+  does not hold the last record of the one before, jobs of one ``created_at``
+  straddle the boundary, or ``job_count`` moved between the poll's pages, jobs
+  came or went while it read, and the poll re-lists the project whole instead.
 * What the poll did not read it checks by ``job_count``: when the count differs
   from the jobs it knows after the poll, a job it did not see was deleted (or
   created out of order), and the project is re-listed whole to reconcile. So is
@@ -88,7 +90,6 @@ import asyncio
 import bisect
 import enum
 import hashlib
-import math
 import os
 import time
 from collections import Counter
@@ -102,7 +103,7 @@ from collections.abc import (
 )
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol
 
 import attrs
 import orjson
@@ -111,7 +112,9 @@ from ._checks import check_flag, check_int, check_seconds
 from ._telemetry import NO_OBSERVER, WatchObserver
 from .checkpoint import Checkpoint, ProjectChanges, SavedProject
 from .errors import AuthenticationError, IefError, NotFoundError, StateError
-from .models import BatchJob, JobPage, JobStatus, JobType
+from .forms import pack_job, unpack_job
+from .listing import Boundary, Fresh, read_stride, reads_down_to
+from .models import BatchJob, JobPage, JobStatus
 
 __all__ = [
     "DEFAULT_RECONCILE_EVERY",
@@ -124,6 +127,7 @@ __all__ = [
 ]
 
 DEFAULT_RECONCILE_EVERY: Final = 120  # an hour of 30 s polls per full re-list
+_KEPT_PAGES: Final = 4  # pages of records a poll's reads tell known ids by
 
 ReadPage = Callable[[str, int, int], Awaitable[JobPage]]
 """``read_page(project_id, offset, limit) -> JobPage``, newest first."""
@@ -251,50 +255,9 @@ def shard_of(project_id: str, count: int) -> int:
 # -- records as a checkpoint stores them -----------------------------------------
 
 
-E = TypeVar("E", bound=enum.StrEnum)
-
-
-def _enum_or_str(kind: type[E], value: str) -> E | str:
-    try:
-        return kind(value)
-    except ValueError:
-        return value  # a value this version does not know stays a string
-
-
-def _pack_job(job: BatchJob) -> list[object]:
-    return [
-        job.job_id,
-        job.job_name,
-        str(job.job_type),
-        job.created_at.timestamp(),
-        str(job.status),
-        job.task_total_count,
-        job.task_success_count,
-        job.task_failed_count,
-        job.status_last_updated_at.timestamp(),
-        job.description,
-    ]
-
-
-def _unpack_job(fields: list[object]) -> BatchJob:
-    (jid, name, job_type, created, status, total, ok, failed, moved, text) = fields
-    return BatchJob(
-        job_id=str(jid),
-        job_name=str(name),
-        job_type=_enum_or_str(JobType, str(job_type)),
-        created_at=datetime.fromtimestamp(float(str(created)), UTC),
-        status=_enum_or_str(JobStatus, str(status)),
-        task_total_count=int(str(total)),
-        task_success_count=int(str(ok)),
-        task_failed_count=int(str(failed)),
-        status_last_updated_at=datetime.fromtimestamp(float(str(moved)), UTC),
-        description=str(text),
-    )
-
-
 def _encode_known(job: BatchJob, *, followed: bool, occurrence: int = 0) -> bytes:
     extra = [occurrence] if occurrence else []  # the first layout had none
-    return orjson.dumps([*_pack_job(job), followed, *extra])
+    return orjson.dumps([*pack_job(job), followed, *extra])
 
 
 def _encode_gone(occurrence: int) -> bytes:
@@ -309,7 +272,7 @@ def _decode_known(blob: bytes) -> tuple[BatchJob, bool, int] | int:
         return int(record["gone"])
     *fields, followed = record[:11]
     occurrence = int(record[11]) if len(record) > 11 else 0  # noqa: PLR2004
-    return _unpack_job(fields), bool(followed), occurrence
+    return unpack_job(fields), bool(followed), occurrence
 
 
 _TOMBSTONES: Final = 10_000  # per project: a job that comes back after more is new
@@ -321,8 +284,8 @@ def _encode_event(event: JobEvent) -> bytes:
             "kind": event.kind.value,
             "id": event.event_id,
             "at": event.observed_at.timestamp(),
-            "job": None if event.job is None else _pack_job(event.job),
-            "previous": None if event.previous is None else _pack_job(event.previous),
+            "job": None if event.job is None else pack_job(event.job),
+            "previous": None if event.previous is None else pack_job(event.previous),
         }
     )
 
@@ -332,8 +295,8 @@ def _decode_event(project_id: str, blob: bytes) -> JobEvent:
     return JobEvent(
         kind=JobEventKind(data["kind"]),
         project_id=project_id,
-        job=None if data["job"] is None else _unpack_job(data["job"]),
-        previous=None if data["previous"] is None else _unpack_job(data["previous"]),
+        job=None if data["job"] is None else unpack_job(data["job"]),
+        previous=None if data["previous"] is None else unpack_job(data["previous"]),
         observed_at=datetime.fromtimestamp(data["at"], UTC),
         event_id=data["id"],
     )
@@ -573,11 +536,74 @@ def _diff(
     return diff.events, changes
 
 
-def _pages(records: int, size: int) -> int:
-    """Requests to read *records* from the top, pages overlapping by one."""
-    if records <= size or size < 2:  # noqa: PLR2004 (no overlap below two)
-        return max(1, math.ceil(records / max(size, 1)))
-    return 1 + math.ceil((records - size) / (size - 1))
+class _HeadReads:
+    """
+    One poll's reads of a listing's head, newest first, and whether records
+    moved under them (then the poll re-lists the project whole).
+
+    A read after one of two records or more starts at that read's last record,
+    and the listing's `Boundary` checks the two reads against each other: the
+    last record must be there (a deletion balanced by a creation leaves the
+    count as it was), and jobs of one created_at that straddle the boundary
+    must have kept their places (they may swap between the reads and one slip
+    past, `_tie_kept`). ``job_count`` must not move between the reads either.
+    """
+
+    __slots__ = ("boundary", "count", "keep", "last_read", "offset")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep  # records the boundary tells its known ids by
+        self.boundary: Boundary | None = None  # None: the next read is not checked
+        self.last_read: tuple[BatchJob, ...] = ()
+        self.offset = 0  # where the next read starts
+        self.count = -1  # job_count, as the first read told it
+
+    def moved(self, page: JobPage, jobs: tuple[BatchJob, ...]) -> bool:
+        """Whether records moved between the last read and this one, *jobs*."""
+        if self.count == -1:
+            self.count = page.job_count
+        elif page.job_count != self.count:
+            return True  # jobs came or went while the poll read
+        boundary = self.boundary
+        if boundary is None:
+            return False
+        last = self.last_read[-1].job_id
+        # no record was read past the last one: this read shows what follows it
+        past = jobs[1] if len(jobs) > 1 and jobs[0].job_id == last else None
+        boundary.note_past(self.last_read, past)
+        fresh = boundary.check(jobs)
+        if fresh is None or boundary.last_index is None:
+            return True
+        tie = boundary.split_tie
+        return tie is not None and not _tie_kept(jobs, fresh, boundary.last_index, tie)
+
+    def read(self, jobs: tuple[BatchJob, ...]) -> None:
+        """Note *jobs*, just read: where the next read starts and what it checks."""
+        self.offset += read_stride(len(jobs))
+        if len(jobs) < 2:  # noqa: PLR2004 (one record cannot start a read early)
+            self.boundary = None
+            return
+        if self.boundary is None:
+            self.boundary = Boundary(self.keep)
+            self.boundary.last = jobs[-1]
+        self.boundary.yielded(jobs)
+        self.last_read = jobs
+
+
+def _tie_kept(
+    jobs: tuple[BatchJob, ...], fresh: Fresh, last_index: int, tie: datetime
+) -> bool:
+    """
+    Whether the jobs created at *tie*, which the boundary before *jobs*
+    splits, kept their places between the two reads: *jobs* starts with the
+    last record read, brings only records not read before after it, and ends
+    past the tie. A job that slipped before the boundary pushes one read
+    before past it, where *jobs* would hold it; so a tie costs nothing more
+    unless it moved.
+    """
+    return (
+        last_index == 0 and len(fresh) == len(jobs) - 1 and jobs[-1].created_at != tie
+    )
 
 
 class _Reader:
@@ -618,7 +644,8 @@ class _Reader:
             return followed
         best, best_cost = 0, 1 + len(followed)
         for read, job in enumerate(followed, start=1):
-            cost = _pages(state.rank(job) + 1, self.page_size) + len(followed) - read
+            cost = reads_down_to(state.rank(job) + 1, self.page_size)
+            cost += len(followed) - read
             if cost <= best_cost:
                 best, best_cost = read, cost
         return followed[:best]
@@ -634,24 +661,19 @@ class _Reader:
         target = to_read[-1].created_at if to_read else None
         size = self.page_size
         limit = 1 if self.skip_idle and target is None else size
-        budget = _pages(len(state.jobs) + 1, size) + 2  # never dearer than a re-list
+        # never dearer than a re-list
+        budget = reads_down_to(len(state.jobs) + 1, size) + 2
         seen: dict[str, BatchJob | None] = {}
-        offset, count, overlap = 0, -1, None
+        head = _HeadReads(_KEPT_PAGES * size)
         met_known, at_end, oldest = False, False, None
         while True:
             budget -= 1
             if budget < 0:
                 return None
+            offset = head.offset
             page = await self.read_page(project_id, offset, limit)
             jobs = page.jobs[:limit]
-            if count == -1:
-                count = page.job_count
-            elif page.job_count != count:
-                return None  # jobs came or went while the poll read
-            if overlap is not None and all(j.job_id != overlap for j in jobs):
-                # records moved up between two reads: one may have slipped past
-                # (the count shows that too when only the head grows; this does
-                # whatever the order of creation)
+            if head.moved(page, jobs):
                 return None
             for job in jobs:
                 seen[job.job_id] = job
@@ -662,10 +684,9 @@ class _Reader:
             passed = target is None or (oldest is not None and oldest < target)
             if at_end or (met_known and passed):
                 break
-            # overlap by one record: the next page shows whether records moved
-            overlap = jobs[-1].job_id if len(jobs) > 1 else None
-            offset += len(jobs) - 1 if len(jobs) > 1 else len(jobs)
+            head.read(jobs)
             limit = size
+        count = head.count
         covered = state.jobs if at_end or oldest is None else state.newer_than(oldest)
         return await self.settle(project_id, state, seen, covered, count)
 

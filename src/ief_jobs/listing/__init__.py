@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ief_jobs.errors import ListingMovedError
 
-from .boundary import Boundary, Fresh
+from .boundary import Boundary, Fresh, read_stride, reads_down_to
 from .cursor import LIMIT_MAX, Cursor, JobCountChanged, JobCountStale
 from .driver import FetchPage, PageBudget, walk_pages
 from .steps import Collect, Deliver, Drop, Notice, Read, Start, Step
@@ -47,5 +47,7 @@ __all__ = [
     "Read",
     "Start",
     "Step",
+    "read_stride",
+    "reads_down_to",
     "walk_pages",
 ]

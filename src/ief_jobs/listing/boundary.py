@@ -14,6 +14,7 @@ the watch can use it for its head reads (see `Boundary.check`).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import deque
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Final, TypeAlias
 
 from ief_jobs.models import BatchJob
 
-__all__ = ["Boundary", "Fresh"]
+__all__ = ["Boundary", "Fresh", "read_stride", "reads_down_to"]
 
 _job_id: Final = operator.attrgetter("job_id")  # a loop in C, not in Python
 
@@ -30,6 +31,29 @@ Fresh: TypeAlias = range | list[int]
 The indexes of a read's records not yielded yet: a ``range`` when the read
 lined up with the boundary (a slice, the fast path), else a list of indexes.
 """
+
+
+def read_stride(asked: int) -> int:
+    """
+    New records a read of *asked* records brings when it starts at the
+    boundary, one record early: all but that one (a read of one record cannot
+    start early, so it brings one).
+    """
+    return asked - 1 if asked > 1 else asked
+
+
+def reads_down_to(records: int, asked: int) -> int:
+    """
+    Reads of *asked* records each that cover the first *records* of a listing,
+    every read after the first starting at the boundary (see `read_stride`).
+
+    Example::
+
+        assert 3 == reads_down_to(25, 10)  # 0-9, 9-18, 18-27
+    """
+    if records <= asked:
+        return 1
+    return 1 + math.ceil((records - asked) / read_stride(asked))
 
 
 class Boundary:
@@ -46,10 +70,15 @@ class Boundary:
         boundary = Boundary(keep=4 * page_size)
         boundary.yielded(first.jobs)
         boundary.last = first.jobs[-1]
-        boundary.note_past(first.jobs, past=None)  # no record read past it
-        fresh = boundary.check(second.jobs)  # second read from offset len - 1
-        if fresh is None:
+        # no peek: the second read (from offset len - 1) shows what follows
+        boundary.note_past(first.jobs, past=second.jobs[1])
+        fresh = boundary.check(second.jobs)
+        if fresh is None or boundary.last_index is None:
             ...  # records moved past the boundary: re-read or re-list
+        elif boundary.split_tie is not None:
+            ...  # jobs of one created_at straddle it: they may have swapped
+
+    (`ief_jobs.watch` does this, with the cases the example leaves out.)
     """
 
     __slots__ = (

@@ -44,7 +44,7 @@ import attrs
 from ief_jobs.errors import ListingMovedError
 from ief_jobs.models import BatchJob, JobPage, ListQuery, Progress
 
-from .boundary import Boundary, Fresh
+from .boundary import Boundary, Fresh, read_stride
 from .search import Search, side_of
 from .steps import Answer, Collect, Deliver, Drop, Notice, Read, Start, Step
 
@@ -203,7 +203,7 @@ class Cursor:
     @property
     def stride(self) -> int:
         """New records a full later read brings."""
-        return self.later_ask - 1
+        return read_stride(self.later_ask)  # it starts at the last record delivered
 
     # -- the walk ------------------------------------------------------------
 
