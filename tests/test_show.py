@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -310,6 +311,25 @@ class TestGetJob:
             "X-Auth-Token": TOKEN,
             "ief-instance-id": "inst-a",
         } == call.kwargs["headers"]
+
+    async def test_an_answer_about_another_job_is_masked_and_named(
+        self, mocked: aioresponses, client: IefClient
+    ) -> None:
+        """An answer whose job_id echoes the token is refused as a job detail's
+        DecodeError naming both ids, the token masked in every form of it."""
+        echoed = {**EXAMPLE, "job_id": f"echo-{TOKEN}"}
+        mocked.get(_show_url(), body=orjson.dumps(echoed))
+
+        with pytest.raises(DecodeError) as info:
+            await client.get_job(PROJECT, JOB_ID)
+
+        error = info.value
+        assert "job detail" == error.answer
+        assert JOB_ID in str(error)
+        assert "echo-***" in str(error)
+        for form in (str(error), repr(error), *error.problems):
+            assert TOKEN not in form
+        assert TOKEN.encode() not in pickle.dumps(error)
 
     async def test_an_unknown_job_is_not_found(
         self, mocked: aioresponses, client: IefClient

@@ -237,7 +237,8 @@ class Transport:
             detail = decode_job_detail(
                 body, project_id=project_id, job_id=job_id, request_id=request_id
             )
-            _check_answer_project(body, project_id, job_id, request_id)
+            # checked here, inside fetch: a DecodeError is masked and cut there
+            _check_answer(detail, body, project_id, job_id, request_id)
             return detail
 
         headers = self._headers(project_id, instance_id)
@@ -497,19 +498,30 @@ def _describe_client_error(exc: aiohttp.ClientError) -> str:
     return f"request failed ({type(exc).__name__})"
 
 
-def _check_answer_project(
-    body: bytes, project_id: str, job_id: str, request_id: str | None
+def _check_answer(
+    detail: BatchJobDetail,
+    body: bytes,
+    project_id: str,
+    job_id: str,
+    request_id: str | None,
 ) -> None:
-    """A ShowBatchJob answer that says it is of another project is refused."""
-    if b'"project_id"' not in body:  # the documented answer does not say
-        return
-    said = orjson.loads(body).get("project_id")
-    if isinstance(said, str) and said != project_id:
+    """
+    A ShowBatchJob answer about another job, or that says it is of another
+    project (a proxy's cache, a server bug), is refused: never the wrong job.
+    """
+    problems = []
+    if detail.job_id != job_id:
+        problems.append(f"asked for job {job_id}, the answer is job {detail.job_id}")
+    if b'"project_id"' in body:  # the documented answer does not say
+        said = orjson.loads(body).get("project_id")
+        if isinstance(said, str) and said != project_id:
+            problems.append(
+                f"asked about project {project_id}, the answer is of project {said}"
+            )
+    if problems:
         raise DecodeError(
-            problems=(
-                f"job {job_id}",
-                f"asked about project {project_id}, the answer is of project {said}",
-            ),
+            problems=(f"job {job_id}", *problems),
             project_id=project_id,
             request_id=request_id,
+            answer="job detail",
         )
