@@ -96,6 +96,16 @@ class TestRedisStreamSink:
         assert 5 == await raw.xlen(name)
         assert 3 == await raw.scard(f"{name}:ids")
 
+    async def test_a_sink_without_a_checkpoint_is_refused(self, redis_url: str) -> None:
+        """Without a state each start is a silent baseline, and what changed
+        while the watch was down would never reach the sink: refused at the
+        call, before any request."""
+        project = Project(_many(3))
+        async with RedisStreamSink.from_url(redis_url, stream="s") as sink:
+            with pytest.raises(ValueError, match="a sink needs a checkpoint"):
+                project.watch(sink=sink)
+        assert 0 == project.requests()
+
     async def test_with_a_redis_checkpoint_one_transaction(
         self, redis_url: str, raw: redis.asyncio.Redis
     ) -> None:

@@ -602,16 +602,10 @@ class _OtelWatchObserver(WatchObserver):
             call.span.set_attribute("ief_jobs.events", sum(events.values()))
             call.end(None)
 
-    @contextlib.contextmanager
-    def checkpoint_write(self) -> Iterator[None]:
-        try:
-            with super().checkpoint_write():
-                yield
-        except BaseException as exc:  # the watch ends here: so does its round
-            call, self._round = self._round, None
-            if call is not None:
-                call.end(exc)
-            raise
+    def round_failed(self, error: BaseException) -> None:
+        call, self._round = self._round, None
+        if call is not None:
+            call.end(error)
 
     def checkpoint_saved(self, seconds: float) -> None:
         self._telemetry.instruments.checkpoint_write.record(seconds)

@@ -327,5 +327,8 @@ class WatchObserver:
     def checkpoint_saved(self, seconds: float) -> None:
         """A round's changes took *seconds* to write to the checkpoint."""
 
+    def round_failed(self, error: BaseException) -> None:
+        """The round's outcome could not be saved or written: the watch ends."""
+
 
 NO_OBSERVER: Final = WatchObserver(None)

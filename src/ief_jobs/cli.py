@@ -142,6 +142,12 @@ def _run(coro: Awaitable[T]) -> T:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (IefError, ValueError, TypeError) as exc:
         raise _CommandError(exc) from None
+    except BrokenPipeError:
+        raise  # the reader went away (| head): click ends quietly
+    except OSError as exc:  # what is left: stdout refused a line (a full disk)
+        raise _CommandError(f"cannot write the output: {exc}") from None
+    except _OutputError as exc:
+        raise _CommandError(f"cannot write the output: {exc.__cause__}") from None
     except ExceptionGroup as group:  # errors="collect": one line each
         *first, last = group.exceptions
         for error in first:
@@ -792,8 +798,14 @@ def _checkpoint(state: str) -> Checkpoint:
     return SqliteCheckpoint(location.target)
 
 
-def _sink(url: str) -> RedisStreamSink:
+def _sink(url: str, state: str | None) -> RedisStreamSink:
     """``redis-stream://HOST:PORT/DB?stream=NAME`` (or ``rediss-stream://``)."""
+    if state is None:  # each start would be a silent baseline: changes lost
+        msg = (
+            "--sink needs --state (or IEF_JOBS_STATE): without a state, what "
+            "changes while the watch is down never reaches the stream"
+        )
+        raise click.UsageError(msg)
     scheme, sep, rest = url.partition("-stream://")
     base, _, query = rest.partition("?")
     names = [
@@ -991,7 +1003,7 @@ def watch(
     health = WatchHealth(interval)
     client = _make_client(endpoint, region, instance_id, insecure)
     checkpoint = None if state is None else _checkpoint(state)
-    stream = None if sink is None else _sink(sink)
+    stream = None if sink is None else _sink(sink, state)
     _warn_if_idle(shard, project_ids)
 
     async def run() -> None:
@@ -1018,11 +1030,7 @@ def watch(
             if stream is not None:
                 stack.push_async_callback(stream.aclose)
             if reader is not None and metrics_port is not None:
-                port = await stack.enter_async_context(
-                    serve(metrics_host, metrics_port, reader, health)
-                )
-                url = f"http://{metrics_host}:{port}"
-                click.echo(f"ief-jobs: serving {url}/metrics and /healthz", err=True)
+                await _serve_metrics(stack, metrics_host, metrics_port, reader, health)
             try:
                 await _print_events(events, output, max_events)
             except asyncio.CancelledError:
@@ -1036,10 +1044,27 @@ def watch(
                 )
                 raise _CommandError(f"{where}: {exc}") from None
 
-    if output == "lines" and not emit_existing:
+    if output == "lines" and not emit_existing and state is None:
         click.echo(_BASELINE_NOTE.format(interval=interval), err=True)
     with contextlib.suppress(KeyboardInterrupt):
         _run(run())
+
+
+async def _serve_metrics(
+    stack: contextlib.AsyncExitStack,
+    host: str,
+    port: int,
+    reader: InMemoryMetricReader,
+    health: WatchHealth,
+) -> None:
+    """/metrics and /healthz on *host*:*port* for as long as *stack* lasts."""
+    try:
+        bound = await stack.enter_async_context(serve(host, port, reader, health))
+    except OSError as exc:  # taken, or not this machine's address
+        raise _CommandError(f"--metrics-port {host}:{port}: {exc}") from None
+    click.echo(
+        f"ief-jobs: serving http://{host}:{bound}/metrics and /healthz", err=True
+    )
 
 
 def _warn_if_idle(shard: tuple[int, int] | None, project_ids: Sequence[str]) -> None:
@@ -1076,6 +1101,10 @@ _BASELINE_NOTE: Final = (
 )
 
 
+class _OutputError(Exception):
+    """Stdout refused a line (its OSError is the cause): not a store's error."""
+
+
 async def _print_events(
     events: Stream[JobEvent], output: str, max_events: int | None
 ) -> None:
@@ -1084,11 +1113,16 @@ async def _print_events(
     async with events:
         seen = 0
         async for event in events:
-            if output == "jsonl":
-                sys.stdout.buffer.write(_event_json(event) + b"\n")
-            else:
-                click.echo(_event_line(event))
-            sys.stdout.flush()  # a pipe hears each event as it comes
+            try:
+                if output == "jsonl":
+                    sys.stdout.buffer.write(_event_json(event) + b"\n")
+                else:
+                    click.echo(_event_line(event))
+                sys.stdout.flush()  # a pipe hears each event as it comes
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # stdout's, never the state's or the sink's
+                raise _OutputError from exc
             seen += 1
             if seen == max_events:
                 break

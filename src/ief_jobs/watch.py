@@ -899,6 +899,11 @@ def watch(
         check_int(name, value, minimum=1)
     _check_checkpoint(checkpoint)
     _check_methods("sink", sink, ("write", "commit"), "a Sink (RedisStreamSink)")
+    if sink is not None and checkpoint is None:
+        # without a state each start is a silent baseline: what changed while
+        # the watch was down would never reach the sink
+        msg = "a sink needs a checkpoint: pass checkpoint= with sink="
+        raise ValueError(msg)
     _check_shard(shard)
     if shard is not None:
         ids = [pid for pid in ids if shard_of(pid, shard[1]) == shard[0]]
@@ -1049,9 +1054,8 @@ class _Run:
             e for batch in batches if batch.first is not None for e in batch.events
         ]
         delivered = [attrs.evolve(change, pending=()) for change in changes]
-        if checkpoint is None:
-            await sink.write(events)
-        elif changes and not await sink.commit(events, checkpoint, delivered):
+        assert checkpoint is not None  # noqa: S101 (watch() refuses a sink without)
+        if changes and not await sink.commit(events, checkpoint, delivered):
             await checkpoint.save(changes)
             await self.hand_over(batches)
         # in the sink already: yielding them takes nothing
@@ -1082,6 +1086,16 @@ class _Run:
             await checkpoint.renew()  # a lost lease stops the watch before it reads
         with settings.observer.poll_round(len(self.ids)):  # no yield inside
             await self.each(self.poll_one)
+        try:
+            batches = await self.settle()
+        except BaseException as exc:  # the watch ends here: so does its round
+            settings.observer.round_failed(exc)
+            raise
+        _report_round(settings.observer, self.results, batches)
+        return batches
+
+    async def settle(self) -> list[_Batch]:
+        """The poll's outcome saved (and written to the sink): what to deliver."""
         changes = [
             result[1]
             for pid in self.ids
@@ -1089,11 +1103,9 @@ class _Run:
             and (result[0] or result[1].upsert or result[1].delete or result[1].replace)
         ]
         batches = [batch for pid in self.ids if (batch := self.outcome(pid))]
-        saving = changes and settings.checkpoint is not None
-        with settings.observer.checkpoint_write() if saving else nullcontext():
-            batches = await self.commit(changes, batches)
-        _report_round(settings.observer, self.results, batches)
-        return batches
+        saving = changes and self.settings.checkpoint is not None
+        with self.settings.observer.checkpoint_write() if saving else nullcontext():
+            return await self.commit(changes, batches)
 
     def hopeless(self) -> IefError | None:
         """

@@ -224,6 +224,57 @@ def test_a_closed_stdout_ends_quietly(served: Emulator, arguments: list[str]) ->
     assert code in {0, 1}
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["list", "--format", "jsonl"],
+        ["count"],
+        ["watch", "--emit-existing", "--format", "jsonl", "--max-events", "5"],
+    ],
+)
+def test_a_stdout_that_refuses_lines_is_one_error_line(
+    served: Emulator, arguments: list[str]
+) -> None:
+    """Stdout on a full disk (/dev/full): one line, exit 1, never a traceback,
+    and a watch's is not blamed on a state or a sink."""
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+            _command(*arguments, *served.project_ids),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=_process_env(served),
+            timeout=60,
+            check=False,
+        )
+
+    lines = done.stderr.decode().splitlines()
+    assert 1 == done.returncode
+    assert 1 == len(lines), lines
+    assert lines[0].startswith("ief-jobs: error: cannot write the output: ")
+    assert "No space left on device" in lines[0]
+
+
+def test_a_metrics_port_in_use_is_one_error_line(served: Emulator) -> None:
+    """--metrics-port on a port another program holds: one line naming it,
+    exit 1, no traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+            _command("watch", "--metrics-port", str(port), *served.project_ids),
+            capture_output=True,
+            env=_process_env(served),
+            timeout=60,
+            check=False,
+        )
+
+    lines = done.stderr.decode().splitlines()
+    assert 1 == done.returncode
+    assert 1 == len(lines), lines
+    assert lines[0].startswith(f"ief-jobs: error: --metrics-port 127.0.0.1:{port}: ")
+
+
 def test_a_shard_with_no_project_says_so(served: Emulator) -> None:
     """More shards than projects: the empty shard says so in one line, then
     waits as the others do (a clean stop on SIGTERM)."""

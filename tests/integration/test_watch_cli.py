@@ -200,23 +200,37 @@ class TestWatchStateProblems:
         assert "created" == orjson.loads(first)["kind"]
         assert (0, b"") == (code, errors)
 
+    def test_a_sink_without_a_state_is_a_usage_error(self, served: Emulator) -> None:
+        """Without --state a restart is a silent baseline: what changed while
+        the watch was down would never reach the stream."""
+        sink = "redis-stream://127.0.0.1:1/0?stream=s"
+        code, _, output = _watch(served, "--sink", sink, served.project_ids[0])
+
+        assert 2 == code, output
+        assert "--sink needs --state" in output
+
     def test_a_bad_sink_is_a_usage_error_without_the_url(
-        self, served: Emulator
+        self, served: Emulator, tmp_path: Path
     ) -> None:
         """--sink must be redis-stream://...?stream=NAME; the message never
         repeats the URL (it may hold a password)."""
+        state = str(tmp_path / "w.db")
         for sink in ("redis://:hunter2@h:1/0", "redis-stream://:hunter2@h:1/0"):
-            code, _, output = _watch(served, "--sink", sink, served.project_ids[0])
+            code, _, output = _watch(
+                served, "--state", state, "--sink", sink, served.project_ids[0]
+            )
 
             assert 2 == code, output
             assert "redis-stream://HOST:PORT/DB?stream=NAME" in output
             assert "hunter2" not in output
 
     def test_a_sink_that_cannot_be_reached_is_named_without_its_password(
-        self, served: Emulator
+        self, served: Emulator, tmp_path: Path
     ) -> None:
         code, _, output = _watch(
             served,
+            "--state",
+            str(tmp_path / "w.db"),
             "--sink",
             "redis-stream://:hunter2@127.0.0.1:1/0?stream=s",
             "--emit-existing",
