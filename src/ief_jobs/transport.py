@@ -329,7 +329,6 @@ class Transport:
             if 200 <= status < 300:  # noqa: PLR2004
                 if self.adaptive:
                     limiter.succeeded()
-                probe.answered(status, len(body), None)
                 try:
                     record = decode(
                         body,
@@ -338,7 +337,10 @@ class Transport:
                         request_id=request_id,
                     )
                 except DecodeError as exc:  # the request id is the server's text
-                    raise redact(exc, self._secrets(sent)) from exc.__cause__
+                    failed = redact(exc, self._secrets(sent))
+                    probe.answered(status, len(body), failed)  # error.type on it
+                    raise failed from exc.__cause__
+                probe.answered(status, len(body), None)
                 probe.decoded(record)
                 return record
             error = error_from_response(

@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from _support import TOKEN, no_sleep
 from ief_jobs import (
     ApiError,
+    DecodeError,
     IefClient,
     JobEventKind,
     NotFoundError,
@@ -273,6 +274,30 @@ class TestTraces:
         assert count.parent is not None
         assert caller.context is not None
         assert caller.context.span_id == count.parent.span_id
+
+    async def test_an_undecodable_answer_is_an_attempt_that_failed(
+        self, otel: Otel
+    ) -> None:
+        """A 200 whose body is not the documented JSON: its GET span has the
+        DecodeError as error.type and an error status, like the call's."""
+
+        async def answer(request: web.Request) -> web.Response:
+            return web.Response(text="<html>maintenance</html>")
+
+        async with _serve(answer) as url:
+            async with IefClient(
+                url,
+                auth=TokenAuth("t"),
+                tracer_provider=otel.tracer_provider,
+                meter_provider=otel.meter_provider,
+            ) as ief:
+                with pytest.raises(DecodeError):
+                    await ief.count_jobs("p1")
+
+        [attempt] = otel.spans("GET")
+        assert attempt.attributes is not None
+        assert "DecodeError" == attempt.attributes["error.type"]
+        assert StatusCode.ERROR == attempt.status.status_code
 
 
 class TestMetrics:
