@@ -1034,12 +1034,12 @@ class _Run:
         """Write tracked events to the sink, then mark them taken."""
         sink, checkpoint = self.settings.sink, self.settings.checkpoint
         assert sink is not None  # noqa: S101 (only called with one)
+        assert checkpoint is not None  # noqa: S101 (watch() refuses a sink without)
         written = [batch for batch in batches if batch.first is not None]
         await sink.write([event for batch in written for event in batch.events])
-        if checkpoint is not None:
-            for batch in written:
-                taken = (batch.first or 0) + len(batch.events)
-                await checkpoint.mark_taken(batch.project_id, taken)
+        for batch in written:
+            taken = (batch.first or 0) + len(batch.events)
+            await checkpoint.mark_taken(batch.project_id, taken)
 
     async def commit(
         self, changes: list[ProjectChanges], batches: list[_Batch]
