@@ -224,6 +224,22 @@ def test_a_closed_stdout_ends_quietly(served: Emulator, arguments: list[str]) ->
     assert code in {0, 1}
 
 
+def _the_one_error_line(served: Emulator, *arguments: str, stdout: Any = None) -> str:
+    """Run the CLI over every project: it must fail (1) with one stderr line."""
+    done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+        _command(*arguments, *served.project_ids),
+        stdout=subprocess.DEVNULL if stdout is None else stdout,
+        stderr=subprocess.PIPE,
+        env=_process_env(served),
+        timeout=60,
+        check=False,
+    )
+    lines = done.stderr.decode().splitlines()
+    assert 1 == done.returncode
+    assert 1 == len(lines), lines
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -238,20 +254,10 @@ def test_a_stdout_that_refuses_lines_is_one_error_line(
     """Stdout on a full disk (/dev/full): one line, exit 1, never a traceback,
     and a watch's is not blamed on a state or a sink."""
     with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
-            _command(*arguments, *served.project_ids),
-            stdout=full,
-            stderr=subprocess.PIPE,
-            env=_process_env(served),
-            timeout=60,
-            check=False,
-        )
+        line = _the_one_error_line(served, *arguments, stdout=full)
 
-    lines = done.stderr.decode().splitlines()
-    assert 1 == done.returncode
-    assert 1 == len(lines), lines
-    assert lines[0].startswith("ief-jobs: error: cannot write the output: ")
-    assert "No space left on device" in lines[0]
+    assert line.startswith("ief-jobs: error: cannot write the output: ")
+    assert "No space left on device" in line
 
 
 def test_a_metrics_port_in_use_is_one_error_line(served: Emulator) -> None:
@@ -261,18 +267,9 @@ def test_a_metrics_port_in_use_is_one_error_line(served: Emulator) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
-            _command("watch", "--metrics-port", str(port), *served.project_ids),
-            capture_output=True,
-            env=_process_env(served),
-            timeout=60,
-            check=False,
-        )
+        line = _the_one_error_line(served, "watch", "--metrics-port", str(port))
 
-    lines = done.stderr.decode().splitlines()
-    assert 1 == done.returncode
-    assert 1 == len(lines), lines
-    assert lines[0].startswith(f"ief-jobs: error: --metrics-port 127.0.0.1:{port}: ")
+    assert line.startswith(f"ief-jobs: error: --metrics-port 127.0.0.1:{port}: ")
 
 
 def test_a_shard_with_no_project_says_so(served: Emulator) -> None:
