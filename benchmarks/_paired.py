@@ -11,10 +11,19 @@ it, in wall and CPU seconds.
 
 from __future__ import annotations
 
+import gc
+import importlib
+import io
+import shutil
 import statistics
+import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -76,6 +85,7 @@ def interleaved(
         got: dict[str, list[Any]] = {name: [] for name in runs}
         for piece in range(slices):
             for name, run in order if turn % 2 == 0 else reversed(order):
+                gc.collect()  # the garbage of the run before is not this one's
                 started, cpu_started = time.perf_counter(), time.process_time()
                 got[name].append(run(piece))
                 spent[name][0] += time.perf_counter() - started
@@ -126,3 +136,29 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def base_package(commit: str, into: Path) -> ModuleType:
+    """
+    The package as it was at *commit*, importable as ``ief_jobs_base``.
+
+    Copied out of git into *into* (its modules import each other relatively),
+    so an older release runs beside this tree in one process, on one emulator.
+    """
+    root = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(  # noqa: S603
+        ["git", "archive", commit, "src/ief_jobs"],  # noqa: S607
+        capture_output=True,
+        check=True,
+        cwd=root,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    shutil.move(into / "src" / "ief_jobs", into / "ief_jobs_base")
+    sys.path.insert(0, str(into))
+    return importlib.import_module("ief_jobs_base")

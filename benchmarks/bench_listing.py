@@ -42,17 +42,21 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
 import attrs
 import orjson
-from _paired import Timings, interleaved, machine, pure_path
+from _paired import Timings, base_package, interleaved, machine, pure_path
 
-from ief_jobs import BatchJob, IefClient, JobStatus, JobType, TokenAuth, decoder_name
+import ief_jobs
+from ief_jobs import BatchJob, JobStatus, JobType, decoder_name
 from ief_jobs.emulator import generate_jobs
 
 CONCURRENCY = 32
@@ -144,12 +148,14 @@ async def raw(info: dict[str, Any], page_size: int) -> tuple[int, int]:
     return records, requests if len(ids) == records else -1
 
 
-async def ours(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+async def ours(
+    info: dict[str, Any], page_size: int, package: ModuleType = ief_jobs
+) -> tuple[int, int]:
     ids: set[str] = set()
     records = 0
-    async with IefClient(
+    async with package.IefClient(
         info["base_url"],
-        auth=TokenAuth(info["token"]),
+        auth=package.TokenAuth(info["token"]),
         concurrency=CONCURRENCY,
         page_size=page_size,
     ) as ief:
@@ -242,9 +248,10 @@ STRATEGIES: dict[str, Strategy] = {
 }
 # ours on each decoding path, paired with raw aiohttp+orjson (the limit)
 OURS = ("ief-jobs fast", "ief-jobs pure")
+_BASE = "ief-jobs base"  # --base: the tree of an older commit, beside this one
 
 
-def _strategies(skip: set[str]) -> dict[str, Strategy]:
+def _strategies(skip: set[str], base: ModuleType | None) -> dict[str, Strategy]:
     # ours and raw always run: the ratios are theirs
     chosen = {
         s: run
@@ -263,6 +270,8 @@ def _strategies(skip: set[str]) -> dict[str, Strategy]:
             return fast(info, page_size)
 
     chosen["ief-jobs pure"] = on_pure_path
+    if base is not None:  # an older tree of ours, decoding as it did
+        chosen[_BASE] = _sync(functools.partial(ours, package=base))
     return chosen
 
 
@@ -299,11 +308,13 @@ class Result:
     floor: float  # raw's wall time plus building the records: what no client beats
 
 
-def run_scenario(name: str, repeats: int, *, skip: set[str]) -> Result:
+def run_scenario(
+    name: str, repeats: int, *, skip: set[str], base: ModuleType | None = None
+) -> Result:
     spec = SCENARIOS[name]
     child, info = _start_emulator(spec["projects"], spec["jobs"], spec["latency"])
     expected = spec["projects"] * spec["jobs"]
-    strategies = _strategies(skip)
+    strategies = _strategies(skip, base)
     requests: dict[str, int] = {}
 
     def check(strategy: str, results: list[tuple[int, int]]) -> None:
@@ -364,6 +375,8 @@ def _print(result: Result, spec: dict[str, Any], repeats: int, *, build: float) 
     for ours in (s for s in OURS if s in timings.wall):
         for baseline in (s for s in timings.wall if s not in OURS):
             print(f"  {ours} / {baseline}: {timings.paired(ours, baseline)}")
+    if _BASE in timings.wall:  # where the older tree stood, in the same run
+        print(f"  {_BASE} / raw: {timings.paired(_BASE, 'raw')}")
     ours = timings.median_wall(next(s for s in OURS if s in timings.wall))
     print(
         f"  physical floor: raw {timings.median_wall('raw'):.3f} s + building "
@@ -451,6 +464,11 @@ def main() -> None:
         "--skip", default="", help="strategies to leave out, e.g. naive,sdk"
     )
     parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
+    parser.add_argument(
+        "--base",
+        metavar="COMMIT",
+        help="also list with the package as it was at COMMIT, as 'ief-jobs base'",
+    )
     args = parser.parse_args()
     chosen = (
         [s for s in args.scenario if s != "all"]
@@ -463,7 +481,13 @@ def main() -> None:
         skip.add("sdk")
         print("official SDK: not installed (pip install -e '.[bench]'), left out")
     print(f"{_today()}, {machine()}, decoder {decoder_name()}")
-    results = [run_scenario(name, args.repeats, skip=skip) for name in names]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None if args.base is None else base_package(args.base, Path(tmp))
+        if args.base is not None:
+            print(f"ief-jobs base: the package at {args.base}")
+        results = [
+            run_scenario(name, args.repeats, skip=skip, base=base) for name in names
+        ]
     if args.chart:
         _chart(results, args.chart)
 

@@ -29,13 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib
-import io
-import shutil
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _paired import base_package
 from bench_listing import _start_emulator as start_emulator  # same emulator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -55,27 +50,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 import ief_jobs
 
 CONCURRENCY = 32
-
-
-def _base_package(commit: str, into: Path) -> ModuleType:
-    """The package as it was at *commit*, importable as ``ief_jobs_base``."""
-    root = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    archive = subprocess.run(  # noqa: S603
-        ["git", "archive", commit, "src/ief_jobs"],  # noqa: S607
-        capture_output=True,
-        check=True,
-        cwd=root,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    shutil.move(into / "src" / "ief_jobs", into / "ief_jobs_base")
-    sys.path.insert(0, str(into))
-    return importlib.import_module("ief_jobs_base")
 
 
 async def _list(
@@ -136,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = _base_package(args.base, Path(tmp))
+        base = base_package(args.base, Path(tmp))
         child, info = start_emulator(1, args.jobs, args.latency)
         try:
             variants = _variants(info, args.page_size)
