@@ -15,6 +15,7 @@ path; `decoder_name` says which one is active.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -609,13 +610,18 @@ def _load_compiled(choice: str | None) -> ModuleType | None:
     return compiled
 
 
+@functools.cache
+def _page_decoder(compiled: ModuleType) -> Callable[[bytes | str], Any]:
+    # generated once: tests and benchmarks switch paths around every run
+    decoder: Callable[[bytes | str], Any] = compiled.make_page_decoder(_BUILDING_JOB)
+    return decoder
+
+
 def _use(compiled: ModuleType | None) -> None:
     """Make *compiled* (None: the pure path) the active path; for tests, benchmarks."""
     global _compiled, _decode_compiled_page  # noqa: PLW0603 (one switch, here)
     _compiled = compiled
-    _decode_compiled_page = (
-        None if compiled is None else compiled.make_page_decoder(_BUILDING_JOB)
-    )
+    _decode_compiled_page = None if compiled is None else _page_decoder(compiled)
 
 
 def decoder_name() -> str:
