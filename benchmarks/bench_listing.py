@@ -148,17 +148,28 @@ async def raw(info: dict[str, Any], page_size: int) -> tuple[int, int]:
     return records, requests if len(ids) == records else -1
 
 
+def client(
+    info: dict[str, Any],
+    page_size: int,
+    package: ModuleType = ief_jobs,
+    **options: Any,
+) -> Any:
+    """*package*'s `IefClient` on the emulator of *info*, as every benchmark lists."""
+    return package.IefClient(
+        info["base_url"],
+        auth=package.TokenAuth(info["token"]),
+        concurrency=CONCURRENCY,
+        page_size=page_size,
+        **options,
+    )
+
+
 async def ours(
     info: dict[str, Any], page_size: int, package: ModuleType = ief_jobs
 ) -> tuple[int, int]:
     ids: set[str] = set()
     records = 0
-    async with package.IefClient(
-        info["base_url"],
-        auth=package.TokenAuth(info["token"]),
-        concurrency=CONCURRENCY,
-        page_size=page_size,
-    ) as ief:
+    async with client(info, page_size, package) as ief:
         if len(info["project_ids"]) == 1:
             async for job in ief.iter_jobs(info["project_ids"][0]):
                 ids.add(job.job_id)

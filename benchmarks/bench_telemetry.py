@@ -39,6 +39,7 @@ from typing import Any
 
 from _paired import base_package
 from bench_listing import _start_emulator as start_emulator  # same emulator
+from bench_listing import client
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -49,8 +50,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import ief_jobs
 
-CONCURRENCY = 32
-
 
 async def _list(
     package: ModuleType,
@@ -60,13 +59,7 @@ async def _list(
     off: bool = False,
     **providers: Any,
 ) -> int:
-    async with package.IefClient(
-        info["base_url"],
-        auth=package.TokenAuth(info["token"]),
-        concurrency=CONCURRENCY,
-        page_size=page_size,
-        **providers,
-    ) as ief:
+    async with client(info, page_size, package, **providers) as ief:
         if off:  # as without the otel extra: the hooks' None tests only
             ief._transport.telemetry = None  # noqa: SLF001
         return sum([1 async for _ in ief.iter_jobs(info["project_ids"][0])])
