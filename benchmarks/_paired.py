@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from ief_jobs import codec
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -110,12 +112,12 @@ def pure_path() -> Iterator[None]:
         codec._use(before)  # noqa: SLF001
 
 
-def pure(run: Callable[[int], Any]) -> Callable[[int], Any]:
+def pure(run: Callable[..., T]) -> Callable[..., T]:
     """*run*, on the pure decoding path."""
 
-    def on_pure_path(piece: int) -> Any:
+    def on_pure_path(*args: Any) -> T:
         with pure_path():
-            return run(piece)
+            return run(*args)
 
     return on_pure_path
 

@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 import attrs
 import orjson
-from _paired import Timings, base_package, interleaved, machine, pure_path
+from _paired import Timings, base_package, interleaved, machine, pure
 
 import ief_jobs
 from ief_jobs import BatchJob, JobStatus, JobType, decoder_name
@@ -275,12 +275,7 @@ def _strategies(skip: set[str], base: ModuleType | None) -> dict[str, Strategy]:
         chosen["ief-jobs fast"] = fast
     else:
         print("msgspec: not installed (pip install -e '.[fast]'), pure path only")
-
-    def on_pure_path(info: dict[str, Any], page_size: int) -> tuple[int, int]:
-        with pure_path():
-            return fast(info, page_size)
-
-    chosen["ief-jobs pure"] = on_pure_path
+    chosen["ief-jobs pure"] = pure(fast)
     if base is not None:  # an older tree of ours, decoding as it did
         chosen[_BASE] = _sync(functools.partial(ours, package=base))
     return chosen
