@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import io
+import re
 import shutil
 import statistics
 import subprocess
@@ -140,12 +141,15 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
+_ABSOLUTE = re.compile(r"^(\s*)from ief_jobs([. ])", re.MULTILINE)
+
+
 def base_package(commit: str, into: Path) -> ModuleType:
     """
     The package as it was at *commit*, importable as ``ief_jobs_base``.
 
-    Copied out of git into *into* (its modules import each other relatively),
-    so an older release runs beside this tree in one process, on one emulator.
+    Copied out of git into *into*, its imports of itself renamed, so an older
+    release runs beside this tree in one process, on one emulator.
     """
     root = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"],  # noqa: S607
@@ -161,6 +165,12 @@ def base_package(commit: str, into: Path) -> ModuleType:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
-    shutil.move(into / "src" / "ief_jobs", into / "ief_jobs_base")
+    package = into / "ief_jobs_base"
+    shutil.move(into / "src" / "ief_jobs", package)
+    # the listing subpackage imports its siblings by absolute name: point
+    # those at the copy, or its walk would check our classes, not its own
+    for module in package.rglob("*.py"):
+        source = module.read_text()
+        module.write_text(_ABSOLUTE.sub(r"\1from ief_jobs_base\2", source))
     sys.path.insert(0, str(into))
     return importlib.import_module("ief_jobs_base")
