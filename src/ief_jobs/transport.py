@@ -48,11 +48,11 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
 
 T = TypeVar("T")
 
-# Per request: connecting should be quick; a page is small, so a long silence
-# means a stuck server, not a slow one.
-DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(
-    total=60, connect=10, sock_connect=10, sock_read=30
-)
+# Per request: connecting should be quick; a page is small, so a minute bounds
+# a stuck server. No sock_read: aiohttp arms and re-arms a timer for it on
+# every request (two timer handles, ~5% of a small page's cost), and it could
+# only end a request that the minute ends anyway.
+DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=60, connect=10, sock_connect=10)
 DEFAULT_MAX_BODY_SIZE: Final = 32 * 1024 * 1024  # 1,000 records take about 0.3 MB
 _CHUNK: Final = 64 * 1024
 _ANSWER_HEADERS: Final = ("X-Request-Id", "Retry-After", "Location")
@@ -192,13 +192,27 @@ class Transport:
         # names sort as job_type < limit < offset < sort: splice limit and offset in
         before = encode_query(p for p in fixed if p[0] < "limit")
         after = encode_query(p for p in fixed if p[0] > "offset")
-        prefix = f"{path}?{before}&" if before else f"{path}?"
+        prefix = f"{before}&" if before else ""
         suffix = f"&{after}" if after else ""
+        # parsed once as a whole URL is, so a default port is dropped as before
+        parsed = URL(str(path), encoded=True)
+        scheme, authority, raw_path = (
+            parsed.scheme,
+            parsed.raw_authority,
+            parsed.raw_path,
+        )
         headers = self._headers(project_id, query.instance_id)
         telemetry = self.live_telemetry()
 
         async def fetch(offset: int, limit: int) -> JobPage:
-            url = URL(f"{prefix}limit={limit}&offset={offset}{suffix}", encoded=True)
+            # assembled, not parsed: URL(str) costs 6 us a request, build 2
+            url = URL.build(
+                scheme=scheme,
+                authority=authority,
+                path=raw_path,
+                query_string=f"{prefix}limit={limit}&offset={offset}{suffix}",
+                encoded=True,
+            )
             trace = None
             if telemetry is not None:
                 trace = telemetry.request(call, url, offset, limit)
