@@ -2,7 +2,7 @@
 List the same emulated data several ways, in one run, and print our ratio to each.
 
     python benchmarks/bench_listing.py [--repeats 7] [--scenario many|one|pages|all]
-        [--skip naive,sdk] [--chart benchmarks/listing.png]
+        [--skip naive,sdk] [--chart benchmarks/listing.png] [--base COMMIT] [--parts]
 
 Scenarios: ``many`` (20 projects x 5,000 jobs, 20 ms a request: latency-bound),
 ``one`` (1 x 100,000, 5 ms: decoding-bound), ``pages`` (1 x 20,000 in pages of 10,
@@ -26,7 +26,11 @@ CPU seconds (``_paired.py``):
   emulator's token through ``add_header``. Skipped, with a note, when not installed;
 * ief-jobs fast: ``iter_jobs_many`` (or ``iter_jobs`` for one project) into
   `BatchJob`s, decoded on the compiled path (the ``fast`` extra);
-* ief-jobs pure: the same on the pure decoding path.
+* ief-jobs pure: the same on the pure decoding path;
+* with ``--base COMMIT``, ief-jobs base: the package as it was at *COMMIT*;
+* with ``--parts``, no walk: raw's plan, each page by our transport and
+  compiled decoder into `BatchJob`s (what the walk and handing records on one
+  by one cost is ours / it).
 
 Each strategy is checked to return every record exactly once.
 """
@@ -58,6 +62,7 @@ from _paired import Timings, base_package, interleaved, machine, pure
 import ief_jobs
 from ief_jobs import BatchJob, JobStatus, JobType, decoder_name
 from ief_jobs.emulator import generate_jobs
+from ief_jobs.models import ListQuery
 
 CONCURRENCY = 32
 SCENARIOS = {
@@ -182,6 +187,39 @@ async def ours(
     return records, requests if len(ids) == records else -1
 
 
+async def ours_without_walk(info: dict[str, Any], page_size: int) -> tuple[int, int]:
+    """
+    Raw's plan (the first page of each project, then every other page at once)
+    with our transport and decoder into `BatchJob`s: ours but for the walk and
+    handing records on one by one. Not a way to list (nothing checks that no
+    job moved past a page boundary); it shows what the walk costs.
+    """
+    ids: set[str] = set()
+    records = 0
+    query = ListQuery(page_size=page_size)
+    async with client(info, page_size) as ief:
+        transport = ief._transport  # noqa: SLF001 (a measurement of the parts)
+
+        async def project(project_id: str) -> None:
+            nonlocal records
+            fetch = transport.page_fetcher(project_id, query)
+
+            async def page(offset: int) -> int:
+                nonlocal records
+                got = await fetch(offset, page_size)
+                records += len(got.jobs)
+                ids.update(job.job_id for job in got.jobs)
+                return got.job_count
+
+            total = await page(0)
+            rest = range(page_size, total, page_size)
+            await asyncio.gather(*(page(offset) for offset in rest))
+
+        await asyncio.gather(*(project(p) for p in info["project_ids"]))
+        requests = ief.requests_sent
+    return records, requests if len(ids) == records else -1
+
+
 def official_sdk(info: dict[str, Any], page_size: int) -> tuple[int, int]:
     from huaweicloudsdkcore.auth.credentials import BasicCredentials  # noqa: PLC0415
     from huaweicloudsdkief.v1 import (  # noqa: PLC0415 (extra "bench")
@@ -260,9 +298,12 @@ STRATEGIES: dict[str, Strategy] = {
 # ours on each decoding path, paired with raw aiohttp+orjson (the limit)
 OURS = ("ief-jobs fast", "ief-jobs pure")
 _BASE = "ief-jobs base"  # --base: the tree of an older commit, beside this one
+_PARTS = "no walk"  # --parts: our transport and decoder on raw's plan
 
 
-def _strategies(skip: set[str], base: ModuleType | None) -> dict[str, Strategy]:
+def _strategies(
+    skip: set[str], base: ModuleType | None, *, parts: bool = False
+) -> dict[str, Strategy]:
     # ours and raw always run: the ratios are theirs
     chosen = {
         s: run
@@ -278,6 +319,8 @@ def _strategies(skip: set[str], base: ModuleType | None) -> dict[str, Strategy]:
     chosen["ief-jobs pure"] = pure(fast)
     if base is not None:  # an older tree of ours, decoding as it did
         chosen[_BASE] = _sync(functools.partial(ours, package=base))
+    if parts:
+        chosen[_PARTS] = _sync(ours_without_walk)
     return chosen
 
 
@@ -315,12 +358,17 @@ class Result:
 
 
 def run_scenario(
-    name: str, repeats: int, *, skip: set[str], base: ModuleType | None = None
+    name: str,
+    repeats: int,
+    *,
+    skip: set[str],
+    base: ModuleType | None = None,
+    parts: bool = False,
 ) -> Result:
     spec = SCENARIOS[name]
     child, info = _start_emulator(spec["projects"], spec["jobs"], spec["latency"])
     expected = spec["projects"] * spec["jobs"]
-    strategies = _strategies(skip, base)
+    strategies = _strategies(skip, base, parts=parts)
     requests: dict[str, int] = {}
 
     def check(strategy: str, results: list[tuple[int, int]]) -> None:
@@ -383,6 +431,8 @@ def _print(result: Result, spec: dict[str, Any], repeats: int, *, build: float) 
             print(f"  {ours} / {baseline}: {timings.paired(ours, baseline)}")
     if _BASE in timings.wall:  # where the older tree stood, in the same run
         print(f"  {_BASE} / raw: {timings.paired(_BASE, 'raw')}")
+    if _PARTS in timings.wall:  # what the walk and one-by-one delivery cost
+        print(f"  {_PARTS} / raw: {timings.paired(_PARTS, 'raw')}")
     ours = timings.median_wall(next(s for s in OURS if s in timings.wall))
     print(
         f"  physical floor: raw {timings.median_wall('raw'):.3f} s + building "
@@ -475,6 +525,11 @@ def main() -> None:
         metavar="COMMIT",
         help="also list with the package as it was at COMMIT, as 'ief-jobs base'",
     )
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help=f"also '{_PARTS}': our transport and decoder on raw's plan",
+    )
     args = parser.parse_args()
     chosen = (
         [s for s in args.scenario if s != "all"]
@@ -492,7 +547,8 @@ def main() -> None:
         if args.base is not None:
             print(f"ief-jobs base: the package at {args.base}")
         results = [
-            run_scenario(name, args.repeats, skip=skip, base=base) for name in names
+            run_scenario(name, args.repeats, skip=skip, base=base, parts=args.parts)
+            for name in names
         ]
     if args.chart:
         _chart(results, args.chart)
