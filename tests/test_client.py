@@ -102,6 +102,27 @@ class TestRequests:
         async with IefClient(f"{ENDPOINT}/proxy/", auth=TokenAuth(TOKEN)) as client:
             assert 5 == await client.count_jobs(PROJECT)
 
+    @pytest.mark.parametrize(
+        ("endpoint", "sent"),
+        [
+            ("https://Ief.Example:443/a%20b", "https://ief.example/a%20b"),
+            ("http://127.0.0.1:80", "http://127.0.0.1"),
+            ("http://[::1]:8443/", "http://[::1]:8443"),
+        ],
+    )
+    async def test_a_page_url_is_the_endpoint_as_parsed(
+        self, mocked: aioresponses, endpoint: str, sent: str
+    ) -> None:
+        """A page's URL, assembled from parts, is what parsing the whole gives:
+        a default port dropped, a host lower-cased, an escaped path kept."""
+        url = list_url(endpoint=sent, job_type="node_upgrade", limit=1, offset=0)
+        mocked.get(url, body=page_body(5, []))
+        async with IefClient(endpoint, auth=TokenAuth(TOKEN)) as client:
+            assert 5 == await client.count_jobs(PROJECT, job_type=JobType.NODE_UPGRADE)
+
+        [(sent_url, _)] = _sent(mocked)
+        assert str(url) == sent_url
+
 
 class TestErrors:
     @pytest.mark.parametrize(
