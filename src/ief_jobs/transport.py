@@ -108,7 +108,9 @@ class Transport:
         rate_limit: float | None,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self._endpoint = endpoint
+        # as str() gives it: a default port dropped, the host lower-cased, so
+        # URLs assembled from its parts equal what parsing them whole gives
+        self._endpoint = URL(str(endpoint))
         self._base_path = endpoint.path.rstrip("/")
         self._auth = auth
         self._instance_id = instance_id
@@ -194,13 +196,7 @@ class Transport:
         after = encode_query(p for p in fixed if p[0] > "offset")
         prefix = f"{before}&" if before else ""
         suffix = f"&{after}" if after else ""
-        # parsed once as a whole URL is, so a default port is dropped as before
-        parsed = URL(str(path), encoded=True)
-        scheme, authority, raw_path = (
-            parsed.scheme,
-            parsed.raw_authority,
-            parsed.raw_path,
-        )
+        scheme, authority, raw_path = path.scheme, path.raw_authority, path.raw_path
         headers = self._headers(project_id, query.instance_id)
         telemetry = self.live_telemetry()
 
