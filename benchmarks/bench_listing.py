@@ -201,7 +201,6 @@ async def ours_without_walk(info: dict[str, Any], page_size: int) -> tuple[int, 
         transport = ief._transport  # noqa: SLF001 (a measurement of the parts)
 
         async def project(project_id: str) -> None:
-            nonlocal records
             fetch = transport.page_fetcher(project_id, query)
 
             async def page(offset: int) -> int:
