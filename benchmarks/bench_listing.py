@@ -315,7 +315,8 @@ def _strategies(
         chosen["ief-jobs fast"] = fast
     else:
         print("msgspec: not installed (pip install -e '.[fast]'), pure path only")
-    chosen["ief-jobs pure"] = pure(fast)
+    # a listing per run, from a cold start: no run inherits another path's heap
+    chosen["ief-jobs pure"] = pure(fast, cold=True)
     if base is not None:  # an older tree of ours, decoding as it did
         chosen[_BASE] = _sync(functools.partial(ours, package=base))
     if parts:
