@@ -4,6 +4,7 @@ import contextlib
 import math
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,6 +16,7 @@ from ief_jobs import (
     AuthenticationError,
     DecodeError,
     IefClient,
+    JobPage,
     JobType,
     NotFoundError,
     ServerError,
@@ -23,6 +25,7 @@ from ief_jobs import (
     TokenAuth,
     TransportError,
 )
+from ief_jobs import transport as transport_module
 
 
 def _sent(mocked: aioresponses) -> list[tuple[str, dict[str, str]]]:
@@ -231,6 +234,43 @@ class TestErrors:
             [j async for j in client.iter_jobs(PROJECT, page_size=2)]
 
         assert (PROJECT, 2) == (info.value.project_id, info.value.offset)
+
+    async def test_a_walk_decodes_each_page_when_it_reaches_it(
+        self,
+        mocked: aioresponses,
+        client: IefClient,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Pages read ahead wait as bodies: each is decoded right before its
+        records are handed on, not on arrival (where the records would wait,
+        spread over memory, walked by every garbage collection meanwhile)."""
+        jobs = wire_jobs(6)
+        mocked.get(list_url(limit=3, offset=0), body=page_body(6, jobs[:3]))
+        # both later reads go out together (the client allows 32 in flight)
+        mocked.get(list_url(limit=4, offset=1), body=page_body(6, jobs[1:5]))
+        mocked.get(list_url(limit=4, offset=3), body=page_body(6, jobs[3:]))
+        events: list[str] = []
+        decode = transport_module.decode_page
+
+        def spied(body: bytes, **where: Any) -> JobPage:
+            events.append(f"decoded at {where['offset']}")
+            return decode(body, **where)
+
+        monkeypatch.setattr(transport_module, "decode_page", spied)
+
+        async for job in client.iter_jobs(PROJECT, page_size=2):
+            events.append(job.job_id)  # noqa: PERF401 (interleaved with decodes)
+
+        ids = [job["job_id"] for job in jobs]
+        assert [
+            "decoded at 0",
+            *ids[:2],
+            "decoded at 1",
+            *ids[2:4],
+            "decoded at 3",
+            *ids[4:],
+        ] == events
+        assert 3 == len(mocked.requests)
 
     async def test_redirect_is_not_followed(
         self, mocked: aioresponses, client: IefClient

@@ -268,7 +268,8 @@ class TestStaysCompiled:
             job[field] = value
         body = orjson.dumps({"job_count": 5, "jobs": jobs})
 
-        count, records = compiled.make_page_decoder(None)(body)
+        count, unbuilt = compiled.make_page_decoder(None)(body)
+        records = unbuilt.build()
 
         assert 5 == count
         assert [value or ""] * 5 == [getattr(r, field) for r in records]

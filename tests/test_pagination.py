@@ -397,3 +397,33 @@ def test_the_fetch_type_is_written_once() -> None:
     ]
 
     assert ["listing/driver.py"] == spelled
+
+
+async def test_an_unbuilt_answer_is_built_when_the_walk_reaches_it() -> None:
+    """A fetch may answer with an `Unbuilt` page: the walk builds each one
+    when it collects it, in order, and not the reads it sent ahead."""
+    server = FakeServer(40)
+    built: list[int] = []
+
+    @attrs.define
+    class Later:
+        page: JobPage
+
+        def build(self) -> JobPage:
+            built.append(self.page.offset)
+            return self.page
+
+    async def read(offset: int, limit: int) -> Later:
+        return Later(await server.fetch(offset, limit))
+
+    delivered = []
+    async for page in walk_pages(
+        read, ListQuery(page_size=5), project_id="p", window=4
+    ):
+        delivered.append(page)
+        assert len(delivered) == len(built)  # the reads ahead wait unbuilt
+        await asyncio.sleep(0)  # they arrive meanwhile
+
+    assert [offset for offset, _ in server.requests] == built
+    assert 40 == sum(len(p.jobs) for p in delivered)
+    assert 8 == len(built)  # 5 records, then 5 new a read

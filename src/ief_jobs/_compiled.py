@@ -34,7 +34,13 @@ import msgspec
 
 from .models import BatchJob, BatchJobDetail, JobStatus, JobType
 
-__all__ = ["REFUSED", "VERSION", "decode_job_detail", "make_page_decoder"]
+__all__ = [
+    "REFUSED",
+    "VERSION",
+    "UnbuiltJobs",
+    "decode_job_detail",
+    "make_page_decoder",
+]
 
 VERSION: Final = msgspec.__version__
 
@@ -97,15 +103,52 @@ def _default_of(field: attrs.Attribute[Any]) -> Any:
 # -- listing: one generated loop per page -------------------------------------
 
 
+BuildJobs = Callable[[list[Any], list[datetime] | None], tuple[BatchJob, ...]]
+"""``build(structs, times=None)``: a page's records; *times* as `_times_converter`
+gives them, converted here when None."""
+
+
+class UnbuiltJobs:
+    """
+    A page's records as msgspec decoded and checked them, their times already
+    converted (what may still be refused was refused): `build` makes the records.
+
+    The wire structs are not tracked by the garbage collector; the records are.
+    A walk holds pages sent ahead until it reaches them, so it builds them then:
+    records built on arrival would wait in the young generations, walked by each
+    collection meanwhile.
+    """
+
+    __slots__ = ("_build", "_structs", "_times")
+
+    def __init__(
+        self,
+        structs: list[Any],
+        times: list[datetime] | None,
+        build: BuildJobs,
+    ) -> None:
+        self._structs = structs
+        self._times = times
+        self._build = build
+
+    def __len__(self) -> int:
+        return len(self._structs)
+
+    def build(self) -> tuple[BatchJob, ...]:
+        """The records, built now (each call builds them anew)."""
+        return self._build(self._structs, self._times)
+
+
 def make_page_decoder(
     building: type | None,
-) -> Callable[[bytes | str], tuple[int, tuple[BatchJob, ...] | None]]:
+) -> Callable[[bytes | str], tuple[int, UnbuiltJobs | None]]:
     """
     Generate ``decode(body) -> (job_count, jobs or None)`` for list bodies.
 
     *building* is a plain class whose instances may become `BatchJob`s once their
     fields are set (the pure path's trick, ``codec._building_class``), or None to
-    call ``BatchJob(...)``. ``jobs`` is None where the body's is null or missing.
+    call ``BatchJob(...)``. ``jobs`` is None where the body's is null or missing,
+    else an `UnbuiltJobs`: everything that can refuse the body has run.
     """
     page = msgspec.defstruct(
         "_WirePage",
@@ -117,11 +160,14 @@ def make_page_decoder(
     )
     decoder = msgspec.json.Decoder(page)
     build_jobs = _jobs_builder(BatchJob, building)
+    convert_times = _times_converter(BatchJob)
 
-    def decode(body: bytes | str) -> tuple[int, tuple[BatchJob, ...] | None]:
+    def decode(body: bytes | str) -> tuple[int, UnbuiltJobs | None]:
         wire: Any = decoder.decode(body)
         jobs = wire.jobs
-        return wire.job_count, None if jobs is None else build_jobs(jobs)
+        if jobs is None:
+            return wire.job_count, None
+        return wire.job_count, UnbuiltJobs(jobs, convert_times(jobs), build_jobs)
 
     return decode
 
@@ -150,33 +196,50 @@ def _field_source(
     return lines, value
 
 
-def _jobs_builder(
-    cls: type[BatchJob], building: type | None
-) -> Callable[[list[Any]], tuple[BatchJob, ...]]:
-    """
-    Generate the loop that turns a page's wire structs into *cls* records.
+def _time_fields(cls: type) -> list[str]:
+    return [
+        f.name for f in attrs.fields(attrs.resolve_types(cls)) if f.type is datetime
+    ]
 
-    Every time of a page is converted by one msgspec call, not one call each; the
-    rest is a store per field, in a loop generated from the attrs fields.
+
+def _times_converter(cls: type) -> Callable[[list[Any]], list[datetime] | None]:
+    """
+    ``convert(structs)``: every time of a page's wire structs, record after
+    record in field order, converted by one msgspec call, not one call each
+    (None for a class with no time). It refuses a time out of range.
+    """
+    times = _time_fields(cls)
+    if not times:
+        return lambda _structs: None
+    times_of = attrgetter(*times)  # one value, or a tuple of them
+    flatten = chain.from_iterable if len(times) > 1 else iter
+
+    def convert(structs: list[Any]) -> list[datetime]:
+        values = list(flatten(map(times_of, structs)))
+        converted: list[datetime] = msgspec.convert(values, _DATETIMES, strict=False)
+        return converted
+
+    return convert
+
+
+def _jobs_builder(cls: type[BatchJob], building: type | None) -> BuildJobs:
+    """
+    Generate the loop that turns a page's wire structs into *cls* records: a
+    store per field, in a loop generated from the attrs fields.
     """
     fields = attrs.fields(attrs.resolve_types(cls))
-    times = [f.name for f in fields if f.type is datetime]
+    times = _time_fields(cls)
     namespace: dict[str, Any] = {
         "_cls": cls,
         "_Building": building,
-        "_convert": msgspec.convert,
-        "_DATETIMES": _DATETIMES,
-        "_times_of": attrgetter(*times) if times else None,
-        "_flatten": chain.from_iterable if len(times) > 1 else list,
+        "_convert_times": _times_converter(cls),
         "_iter": iter,
-        "_list": list,
-        "_map": map,
         "_tuple": tuple,
         "_zip": zip,
     }
     lines = ["_r = _Building()"] if building is not None else []
     values = {}
-    taken = {*namespace, "s", "out", "append", "structs", "_r", "_times"}
+    taken = {*namespace, "s", "out", "append", "structs", "times", "_r", "_times"}
     for field in fields:
         if f"_{field.name}" in taken or field.name.startswith("_t"):
             msg = f"no compiled decoding for {cls.__name__}.{field.name}: name taken"
@@ -197,18 +260,14 @@ def _jobs_builder(
         arguments = ", ".join(f"{alias}={value}" for alias, value in values.items())
         lines.append(f"_r = _cls({arguments})")
     targets = "".join(f", _t{i}" for i in range(len(times)))
-    convert = (
-        "_times = _iter(_convert(_list(_flatten(_map(_times_of, structs))),"
-        " _DATETIMES, strict=False))"
-        if times
-        else ""
-    )
     body = "\n        ".join(lines)
     # the helpers become default arguments: local lookups in the loop
     bound = ", ".join(f"{name}={name}" for name in namespace)
     source = (
-        f"def build(structs, *, {bound}):\n"
-        f"    {convert}\n"
+        f"def build(structs, times=None, *, {bound}):\n"
+        "    if times is None:\n"
+        "        times = _convert_times(structs)\n"
+        "    _times = _iter(times or ())\n"
         "    out = []\n"
         "    append = out.append\n"
         f"    for s{targets} in _zip(structs{', _times' * len(times)}):\n"
@@ -218,7 +277,7 @@ def _jobs_builder(
     )
     code = compile(source, f"<ief_jobs compiled build {cls.__name__}>", "exec")
     exec(code, namespace)  # noqa: S102 (our own source, built from attrs fields)
-    built: Callable[[list[Any]], tuple[BatchJob, ...]] = namespace["build"]
+    built: BuildJobs = namespace["build"]
     return built
 
 

@@ -51,6 +51,7 @@ from opentelemetry.trace import (
 from yarl import URL
 
 from ._telemetry import Call, WatchHealth, WatchObserver
+from .codec import UnbuiltPage
 from .errors import ServerError, ThrottledError
 from .models import JobPage, ListQuery
 from .retry import AdaptiveLimiter
@@ -343,7 +344,12 @@ class _Attempt:
         self._finish(dict(telemetry.base), error)
 
     def decoded(self, record: object) -> None:
-        records = len(record.jobs) if isinstance(record, JobPage) else 1
+        if isinstance(record, JobPage):
+            records = len(record.jobs)
+        elif isinstance(record, UnbuiltPage):
+            records = record.records
+        else:
+            records = 1
         self._request.telemetry.instruments.records.add(records)
         if self._call is not None:
             self._call.records += records

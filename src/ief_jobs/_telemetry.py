@@ -65,7 +65,10 @@ class Attempt(Protocol):
         """No answer: *error* (only its class is kept)."""
 
     def decoded(self, record: object) -> None:
-        """The body was decoded into *record* (a `JobPage` or one job)."""
+        """
+        The body was decoded into *record*: a `JobPage`, a `codec.UnbuiltPage`
+        or one job.
+        """
 
 
 class _NoAttempt:

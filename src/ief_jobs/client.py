@@ -427,7 +427,7 @@ class IefClient(AsyncClosing):
         if on_progress is not None:  # here, at the call: walk_pages is lazy
             check_callable("on_progress", on_progress)
         return walk_pages(
-            self._transport.page_fetcher(project_id, query, call),
+            self._transport.page_reader(project_id, query, call),
             query,
             project_id=project_id,
             window=self.concurrency,

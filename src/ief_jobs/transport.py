@@ -6,7 +6,7 @@ client side that talks aiohttp.
 needs: the URL, credentials, the client-wide bound on requests in flight and the
 optional rate limit, retries, the bound on body size, and mapping an error answer
 to its `IefError`. The public methods (`ief_jobs.client`) build a `ListQuery` and
-hand the walks `Transport.page_fetcher`; the walks know nothing of HTTP.
+hand the walks `Transport.page_reader`; the walks know nothing of HTTP.
 
 The hot path is lean on purpose: a page that succeeds first time meets no retry
 machinery, and what a walk's requests share (path, fixed query parameters,
@@ -15,9 +15,10 @@ headers) is built once per walk, not per request.
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import aiohttp
@@ -28,7 +29,7 @@ from yarl import URL
 from ._signing import encode_query
 from ._telemetry import NO_ATTEMPT, Call, Request, Telemetry
 from .auth import Auth, RefreshableAuth, secrets_of
-from .codec import decode_job_detail, decode_page
+from .codec import decode_job_detail, decode_page, decode_page_unbuilt
 from .errors import (
     AuthenticationError,
     DecodeError,
@@ -42,7 +43,7 @@ from .models import BatchJobDetail, JobPage, ListQuery
 from .retry import AdaptiveLimiter, RetryPolicy
 
 if TYPE_CHECKING:  # the walks' type of what this builds; no import at run time
-    from .listing import FetchPage
+    from .listing import FetchOf, FetchPage, ReadPage
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Transport"]
 
@@ -62,6 +63,49 @@ _CREDENTIAL_HEADERS: Final = frozenset(
 )
 _HEADER_PARTS: Final = re.compile(r"[\s,=]+")
 _SECRET_PART_MIN: Final = 16  # a signature, a key id; not "SDK-HMAC-SHA256"'s words
+
+
+class UndecodedPage:
+    """
+    A page's body as it arrived, decoded by `build` (`decode_page`): a
+    `DecodeError` then is masked with the secrets of the request that brought
+    it, as one on arrival would be.
+    """
+
+    __slots__ = ("_body", "offset", "project_id", "request_id", "secrets")
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        project_id: str,
+        offset: int,
+        request_id: str | None,
+    ) -> None:
+        self._body = body
+        self.project_id = project_id
+        self.offset = offset
+        self.request_id = request_id
+        # what to mask in a DecodeError: the request's credentials (set by
+        # the transport once the answer is in)
+        self.secrets: Callable[[], Collection[str]] = frozenset
+
+    def build(self) -> JobPage:
+        """
+        The page, decoded now.
+
+        Raises:
+            DecodeError: The body is not the documented JSON (secrets masked).
+        """
+        try:
+            return decode_page(
+                self._body,
+                project_id=self.project_id,
+                offset=self.offset,
+                request_id=self.request_id,
+            )
+        except DecodeError as exc:
+            raise redact(exc, self.secrets()) from exc.__cause__
 
 
 class Transport:
@@ -178,6 +222,35 @@ class Transport:
         """
         ``fetch(offset, limit) -> JobPage`` for one project and query, its
         requests traced under *call* (with telemetry on).
+        """
+        return self._pages(project_id, query, call, decode_page)
+
+    def page_reader(
+        self, project_id: str, query: ListQuery, call: Call | None = None
+    ) -> ReadPage:
+        """
+        `page_fetcher` for a walk, which holds the pages it sent ahead until
+        it reaches them: each answer is decoded then (`UndecodedPage`), right
+        before the consumer takes its records, not on arrival, where its
+        records would wait, spread over memory the caches no longer hold, and
+        be walked by every garbage collection meanwhile. With telemetry on, a
+        body is decoded on arrival, so its request's span tells a body that
+        fails to decode; its records are still built later
+        (`codec.UnbuiltPage`).
+        """
+        if self.live_telemetry() is None:
+            return self._pages(project_id, query, call, UndecodedPage)
+        return self._pages(project_id, query, call, decode_page_unbuilt)
+
+    def _pages(
+        self,
+        project_id: str,
+        query: ListQuery,
+        call: Call | None,
+        decode: Callable[..., T],
+    ) -> FetchOf[T]:
+        """
+        ``fetch(offset, limit)``, its body turned into a page by *decode*.
 
         What every request of the walk shares is built here, once: the path, the
         query's fixed parameters (encoded by the signer's rules, so what
@@ -200,7 +273,7 @@ class Transport:
         headers = self._headers(project_id, query.instance_id)
         telemetry = self.live_telemetry()
 
-        async def fetch(offset: int, limit: int) -> JobPage:
+        async def fetch(offset: int, limit: int) -> T:
             # assembled, not parsed: URL(str) costs 6 us a request, build 2
             url = URL.build(
                 scheme=scheme,
@@ -213,7 +286,7 @@ class Transport:
             if telemetry is not None:
                 trace = telemetry.request(call, url, offset, limit)
             return await self.fetch(
-                url, headers, project_id, offset, decode_page, trace=trace
+                url, headers, project_id, offset, decode, trace=trace
             )
 
         return fetch
@@ -350,6 +423,8 @@ class Transport:
                     failed = redact(exc, self._secrets(sent))
                     probe.answered(status, len(body), failed)  # error.type on it
                     raise failed from exc.__cause__
+                if isinstance(record, UndecodedPage):  # masked as here, later
+                    record.secrets = functools.partial(self._secrets, sent)
                 probe.answered(status, len(body), None)
                 probe.decoded(record)
                 return record

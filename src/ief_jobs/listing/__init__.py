@@ -27,7 +27,7 @@ from ief_jobs.errors import ListingMovedError
 
 from .boundary import Boundary, Fresh, read_stride, reads_down_to
 from .cursor import LIMIT_MAX, Cursor, JobCountChanged, JobCountStale
-from .driver import FetchPage, PageBudget, walk_pages
+from .driver import FetchOf, FetchPage, PageBudget, ReadPage, Unbuilt, walk_pages
 from .steps import Collect, Deliver, Drop, Notice, Read, Start, Step
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Cursor",
     "Deliver",
     "Drop",
+    "FetchOf",
     "FetchPage",
     "Fresh",
     "JobCountChanged",
@@ -45,8 +46,10 @@ __all__ = [
     "Notice",
     "PageBudget",
     "Read",
+    "ReadPage",
     "Start",
     "Step",
+    "Unbuilt",
     "read_stride",
     "reads_down_to",
     "walk_pages",

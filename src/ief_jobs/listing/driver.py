@@ -12,7 +12,7 @@ import asyncio
 import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import Final
+from typing import Final, Protocol, TypeAlias, TypeVar
 
 from ief_jobs.errors import IefError
 from ief_jobs.models import JobPage, ListQuery, Progress
@@ -20,10 +20,30 @@ from ief_jobs.models import JobPage, ListQuery, Progress
 from .cursor import Cursor
 from .steps import Collect, Deliver, Drop, Notice, Read, Start, Step
 
-__all__ = ["FetchPage", "PageBudget", "walk_pages"]
+__all__ = ["FetchOf", "FetchPage", "PageBudget", "ReadPage", "Unbuilt", "walk_pages"]
 
-FetchPage = Callable[[int, int], Awaitable[JobPage]]
+P = TypeVar("P")
+
+FetchOf: TypeAlias = Callable[[int, int], Awaitable[P]]
+"""``fetch(offset, limit) -> P``: one request of the listing, its answer a *P*."""
+
+FetchPage: TypeAlias = FetchOf[JobPage]
 """``fetch_page(offset, limit) -> JobPage``: one request of the listing."""
+
+
+class Unbuilt(Protocol):
+    """A page decoded and checked whose records are built by `build`."""
+
+    def build(self) -> JobPage:
+        """The page, its records built now."""
+        ...  # pragma: no cover (a protocol)
+
+
+ReadPage: TypeAlias = FetchOf[JobPage | Unbuilt]
+"""
+A `FetchPage` that may answer with an `Unbuilt` page: the walk builds it when
+it reaches it, in order (``Transport.page_reader``).
+"""
 
 _log: Final = logging.getLogger("ief_jobs")
 
@@ -68,10 +88,10 @@ class _Reads:
 
     __slots__ = ("budget", "fetch_page", "held", "in_flight", "spent")
 
-    def __init__(self, fetch_page: FetchPage, budget: PageBudget) -> None:
+    def __init__(self, fetch_page: ReadPage, budget: PageBudget) -> None:
         self.fetch_page = fetch_page
         self.budget = budget
-        self.in_flight: dict[Read, asyncio.Future[JobPage]] = {}
+        self.in_flight: dict[Read, asyncio.Future[JobPage | Unbuilt]] = {}
         self.held = 0  # budget taken by this walk
         self.spent = 0  # of which for pages handed on or about to be
 
@@ -94,7 +114,7 @@ class _Reads:
         else:
             page = await answer
         self.spent += 1
-        return page
+        return page if isinstance(page, JobPage) else page.build()
 
     def release_spent(self) -> None:
         """The consumer took what the collected reads brought: free their room."""
@@ -118,7 +138,7 @@ class _Reads:
 
 
 async def walk_pages(
-    fetch_page: FetchPage,
+    fetch_page: FetchPage | ReadPage,
     query: ListQuery,
     *,
     project_id: str,
@@ -136,7 +156,8 @@ async def walk_pages(
     resume. A job that exists for the whole walk is yielded exactly once, jobs
     created or deleted meanwhile at most once; the records are yielded in the
     order the server sent them. *budget*, shared by a client's walks, bounds
-    the pages they hold when consumers stall.
+    the pages they hold when consumers stall. *fetch_page* may answer with an
+    `Unbuilt` page: it is built when the walk reaches it.
 
     Example::
 
@@ -190,7 +211,7 @@ def _notify(notice: Notice, project_id: str) -> None:
     _log.info(notice.detail, project_id, *notice.args)
 
 
-async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage]]) -> None:
+async def _cancel_all(tasks: Iterable[asyncio.Future[JobPage | Unbuilt]]) -> None:
     """Cancel what is still in flight and wait until it is really gone."""
     tasks = list(tasks)
     for task in tasks:
