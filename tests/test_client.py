@@ -26,6 +26,7 @@ from ief_jobs import (
     TransportError,
 )
 from ief_jobs import transport as transport_module
+from ief_jobs.models import ListQuery
 
 
 def _sent(mocked: aioresponses) -> list[tuple[str, dict[str, str]]]:
@@ -306,6 +307,29 @@ class TestSecrets:
         text = "".join(traceback.format_exception(info.value))
         assert TOKEN not in text
         assert TOKEN not in repr(info.value)
+
+    async def test_a_page_held_for_later_holds_no_secret_in_view(
+        self, mocked: aioresponses, client: IefClient
+    ) -> None:
+        """A body a walk decodes later is masked with its request's secrets then
+        (a server echoing the token in its request id), and neither the page nor
+        what it keeps to mask with shows the token meanwhile."""
+        mocked.get(
+            list_url(limit=3, offset=0),
+            body=b"<html>maintenance</html>",
+            headers={"X-Request-Id": f"echo {TOKEN}"},
+        )
+        read = client._transport.page_reader(PROJECT, ListQuery(page_size=2))
+
+        page = await read(0, 3)
+        assert isinstance(page, transport_module.UndecodedPage)
+        with pytest.raises(DecodeError) as info:
+            page.build()
+
+        assert TOKEN not in repr(page)
+        assert TOKEN not in repr(page.secrets)
+        assert TOKEN not in str(info.value)
+        assert "echo ***" == info.value.request_id
 
     def test_token_in_no_repr(self) -> None:
         """The client's and the auth's repr show no token."""

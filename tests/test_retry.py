@@ -207,6 +207,22 @@ class TestWhatIsRetried:
 
         assert [] == clock.sleeps
 
+    async def test_a_bad_body_after_a_retry_counts_both_attempts(
+        self, mocked: aioresponses, clock: FakeClock
+    ) -> None:
+        """A walk decodes a page when it reaches it, after the retries: its
+        DecodeError still says how many requests the page took."""
+        url = list_url(limit=101, offset=0)
+        mocked.get(url, status=503)
+        mocked.get(url, body=b"<html>maintenance</html>")
+
+        async with _listing(_policy(clock)) as ief:
+            with pytest.raises(DecodeError, match="after 2 attempts") as info:
+                await ief.list_jobs(PROJECT)
+
+        assert 2 == info.value.attempts
+        assert 1 == len(clock.sleeps)
+
 
 class TestRateLimit:
     async def test_requests_are_spaced_by_the_rate_limit(

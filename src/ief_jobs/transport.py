@@ -15,7 +15,6 @@ headers) is built once per walk, not per request.
 
 from __future__ import annotations
 
-import functools
 import re
 import ssl
 from collections.abc import Callable, Collection, Mapping
@@ -72,7 +71,7 @@ class UndecodedPage:
     it, as one on arrival would be.
     """
 
-    __slots__ = ("_body", "offset", "project_id", "request_id", "secrets")
+    __slots__ = ("_body", "attempts", "offset", "project_id", "request_id", "secrets")
 
     def __init__(
         self,
@@ -86,9 +85,10 @@ class UndecodedPage:
         self.project_id = project_id
         self.offset = offset
         self.request_id = request_id
-        # what to mask in a DecodeError: the request's credentials (set by
-        # the transport once the answer is in)
+        # set by the transport once the answer is in: what to mask in a
+        # DecodeError (the request's credentials), the requests it took
         self.secrets: Callable[[], Collection[str]] = frozenset
+        self.attempts = 1
 
     def build(self) -> JobPage:
         """
@@ -105,7 +105,29 @@ class UndecodedPage:
                 request_id=self.request_id,
             )
         except DecodeError as exc:
+            exc.attempts = self.attempts
             raise redact(exc, self.secrets()) from exc.__cause__
+
+
+class _SecretsOf:
+    """
+    ``secrets_of(sent)``, worked out only if called (it costs ~20 us, a page's
+    decode error is rare); its repr shows none of the headers it holds.
+    """
+
+    __slots__ = ("_secrets_of", "_sent")
+
+    def __init__(
+        self, secrets_of: Callable[[Mapping[str, str]], set[str]], sent: dict[str, str]
+    ) -> None:
+        self._secrets_of = secrets_of
+        self._sent = sent
+
+    def __call__(self) -> set[str]:
+        return self._secrets_of(self._sent)
+
+    def __repr__(self) -> str:
+        return "<the secrets of one request>"
 
 
 class Transport:
@@ -239,7 +261,7 @@ class Transport:
         (`codec.UnbuiltPage`).
         """
         if self.live_telemetry() is None:
-            return self._pages(project_id, query, call, UndecodedPage)
+            return self._pages(project_id, query, call, UndecodedPage, live=False)
         return self._pages(project_id, query, call, decode_page_unbuilt)
 
     def _pages(
@@ -248,9 +270,12 @@ class Transport:
         query: ListQuery,
         call: Call | None,
         decode: Callable[..., T],
+        *,
+        live: bool = True,
     ) -> FetchOf[T]:
         """
-        ``fetch(offset, limit)``, its body turned into a page by *decode*.
+        ``fetch(offset, limit)``, its body turned into a page by *decode*;
+        with *live* False, untraced (the caller found no telemetry listening).
 
         What every request of the walk shares is built here, once: the path, the
         query's fixed parameters (encoded by the signer's rules, so what
@@ -271,7 +296,7 @@ class Transport:
         suffix = f"&{after}" if after else ""
         scheme, authority, raw_path = path.scheme, path.raw_authority, path.raw_path
         headers = self._headers(project_id, query.instance_id)
-        telemetry = self.live_telemetry()
+        telemetry = self.live_telemetry() if live else None
 
         async def fetch(offset: int, limit: int) -> T:
             # assembled, not parsed: URL(str) costs 6 us a request, build 2
@@ -368,9 +393,12 @@ class Transport:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure
-                    return await self._send(
+                    record = await self._send(
                         url, headers, project_id, offset, decode, trace=trace
                     )
+                    if isinstance(record, UndecodedPage):  # its error says so
+                        record.attempts = attempt_number
+                    return record
         except IefError as exc:
             exc.attempts = attempt_number
             raise
@@ -424,7 +452,7 @@ class Transport:
                     probe.answered(status, len(body), failed)  # error.type on it
                     raise failed from exc.__cause__
                 if isinstance(record, UndecodedPage):  # masked as here, later
-                    record.secrets = functools.partial(self._secrets, sent)
+                    record.secrets = _SecretsOf(self._secrets, sent)
                 probe.answered(status, len(body), None)
                 probe.decoded(record)
                 return record

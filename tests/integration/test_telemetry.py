@@ -275,11 +275,13 @@ class TestTraces:
         assert caller.context is not None
         assert caller.context.span_id == count.parent.span_id
 
+    @pytest.mark.parametrize("call", ["count_jobs", "list_jobs"])
     async def test_an_undecodable_answer_is_an_attempt_that_failed(
-        self, otel: Otel
+        self, otel: Otel, call: str
     ) -> None:
         """A 200 whose body is not the documented JSON: its GET span has the
-        DecodeError as error.type and an error status, like the call's."""
+        DecodeError as error.type and an error status, like the call's (a walk,
+        which decodes a page when it reaches it, decodes on arrival here)."""
 
         async def answer(request: web.Request) -> web.Response:
             return web.Response(text="<html>maintenance</html>")
@@ -292,7 +294,7 @@ class TestTraces:
                 meter_provider=otel.meter_provider,
             ) as ief:
                 with pytest.raises(DecodeError):
-                    await ief.count_jobs("p1")
+                    await getattr(ief, call)("p1")
 
         [attempt] = otel.spans("GET")
         assert attempt.attributes is not None
