@@ -245,7 +245,8 @@ class Transport:
         ``fetch(offset, limit) -> JobPage`` for one project and query, its
         requests traced under *call* (with telemetry on).
         """
-        return self._pages(project_id, query, call, decode_page)
+        telemetry = self.live_telemetry()
+        return self._pages(project_id, query, call, telemetry, decode_page)
 
     def page_reader(
         self, project_id: str, query: ListQuery, call: Call | None = None
@@ -260,22 +261,22 @@ class Transport:
         fails to decode; its records are still built later
         (`codec.UnbuiltPage`).
         """
-        if self.live_telemetry() is None:
-            return self._pages(project_id, query, call, UndecodedPage, live=False)
-        return self._pages(project_id, query, call, decode_page_unbuilt)
+        telemetry = self.live_telemetry()
+        if telemetry is None:
+            return self._pages(project_id, query, call, None, UndecodedPage)
+        return self._pages(project_id, query, call, telemetry, decode_page_unbuilt)
 
     def _pages(
         self,
         project_id: str,
         query: ListQuery,
         call: Call | None,
+        telemetry: Telemetry | None,
         decode: Callable[..., T],
-        *,
-        live: bool = True,
     ) -> FetchOf[T]:
         """
-        ``fetch(offset, limit)``, its body turned into a page by *decode*;
-        with *live* False, untraced (the caller found no telemetry listening).
+        ``fetch(offset, limit)``, its body turned into a page by *decode*, its
+        requests traced by *telemetry* (the live one, asked once per walk).
 
         What every request of the walk shares is built here, once: the path, the
         query's fixed parameters (encoded by the signer's rules, so what
@@ -296,7 +297,6 @@ class Transport:
         suffix = f"&{after}" if after else ""
         scheme, authority, raw_path = path.scheme, path.raw_authority, path.raw_path
         headers = self._headers(project_id, query.instance_id)
-        telemetry = self.live_telemetry() if live else None
 
         async def fetch(offset: int, limit: int) -> T:
             # assembled, not parsed: URL(str) costs 6 us a request, build 2
