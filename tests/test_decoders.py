@@ -332,6 +332,24 @@ class TestGenerated:
         with pytest.raises(msgspec.ValidationError, match="unknown field"):
             msgspec.json.decode(b'{"job_id": "j", "x": 1}', type=wire)
 
+    @pytest.mark.parametrize("plainly", [True, False], ids=["building", "init"])
+    def test_a_class_with_no_time_gets_a_loop_too(self, plainly: bool) -> None:
+        """With no time to convert, the loop reads the structs alone."""
+
+        @attrs.frozen(weakref_slot=False)
+        class Timeless:
+            job_id: str
+            status: JobStatus | str
+
+        building = codec._building_class(Timeless) if plainly else None
+        build = compiled._jobs_builder(Timeless, building)
+        structs = msgspec.json.decode(
+            b'[{"job_id": "j", "status": "Failed"}, {"job_id": "k", "status": "x"}]',
+            type=list[compiled.wire_struct(Timeless)],
+        )
+
+        assert (Timeless("j", JobStatus.FAILED), Timeless("k", "x")) == build(structs)
+
     def test_a_field_named_as_the_generated_code_is_refused(self) -> None:
         """A field may not shadow a helper or a local of the generated loop."""
 

@@ -259,18 +259,24 @@ def _jobs_builder(cls: type[BatchJob], building: type | None) -> BuildJobs:
     else:
         arguments = ", ".join(f"{alias}={value}" for alias, value in values.items())
         lines.append(f"_r = _cls({arguments})")
-    targets = "".join(f", _t{i}" for i in range(len(times)))
     body = "\n        ".join(lines)
     # the helpers become default arguments: local lookups in the loop
     bound = ", ".join(f"{name}={name}" for name in namespace)
+    if times:  # each record takes its times, in field order, from one iterator
+        targets = "".join(f", _t{i}" for i in range(len(times)))
+        loop = (
+            "    if times is None:\n"
+            "        times = _convert_times(structs)\n"
+            "    _times = _iter(times)\n"
+            f"    for s{targets} in _zip(structs{', _times' * len(times)}):\n"
+        )
+    else:
+        loop = "    for s in structs:\n"
     source = (
         f"def build(structs, times=None, *, {bound}):\n"
-        "    if times is None:\n"
-        "        times = _convert_times(structs)\n"
-        "    _times = _iter(times or ())\n"
         "    out = []\n"
         "    append = out.append\n"
-        f"    for s{targets} in _zip(structs{', _times' * len(times)}):\n"
+        f"{loop}"
         f"        {body}\n"
         "        append(_r)\n"
         "    return _tuple(out)\n"
